@@ -1,0 +1,88 @@
+"""Result column names, defined once.
+
+The trial reports under these names, the store writes them, the analysis reads them. They are a
+public contract (../shared/SPEC.md "The results store"): rename nothing, add freely.
+Imports nothing heavy so that `rlv.analysis` can use it without torch or Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- identity of a row -----------------------------------------------------------------------
+SWEEP: Final = "sweep"
+TRIAL_ID: Final = "trial_id"
+EPOCH: Final = "epoch"
+
+# --- factors (one column per factor of the design) --------------------------------------------
+DATASET: Final = "dataset"
+ENCODER: Final = "encoder"
+LAYER: Final = "layer"
+PRIOR: Final = "prior"
+OBJECTIVE: Final = "objective"
+SEED: Final = "seed"
+
+FACTORS: Final = (DATASET, ENCODER, LAYER, PRIOR, OBJECTIVE, SEED)
+
+# Display order of the levels, as in the thesis's tables (an unknown level sorts last).
+LEVEL_ORDER: Final[dict[str, tuple[str, ...]]] = {
+    DATASET: ("mnist", "svhn"),
+    ENCODER: ("L", "PNL", "NL", "RKS"),
+    LAYER: ("fc", "conv"),
+    PRIOR: ("normal", "flow2", "flow6"),
+    OBJECTIVE: ("elbo", "thesis"),
+}
+
+# --- settings of the trial worth a column of their own ------------------------------------------
+EPOCHS: Final = "epochs"
+LATENT_DIM: Final = "latent_dim"
+TRAIN_SIZE: Final = "train_size"
+TEST_SIZE: Final = "test_size"
+FID_SAMPLES: Final = "fid_samples"
+
+# --- per-epoch training metrics (train split, averaged over the epoch's images) ------------------
+TRAIN_NEG_ELBO: Final = "train_neg_elbo"
+TRAIN_RE: Final = "train_re"
+TRAIN_RT: Final = "train_rt"
+EPOCH_TIME_S: Final = "epoch_time_s"  # wall seconds of one epoch; in `trials`: mean over epochs
+
+# --- test-set metrics after training -----------------------------------------------------------
+TEST_NEG_ELBO: Final = "test_neg_elbo"
+TEST_RE: Final = "test_re"
+TEST_RT: Final = "test_rt"  # RT as the trial's objective defines it
+TEST_RT_ELBO: Final = "test_rt_elbo"  # the correct per-dimension -KL estimate, whatever the objective
+FLOW_LOGDET: Final = "flow_logdet"  # mean log|det df/dz| of the prior on test latents (0: normal)
+
+# train (last epoch) minus test, one per ELBO component
+GAP_NEG_ELBO: Final = "gap_neg_elbo"
+GAP_RE: Final = "gap_re"
+GAP_RT: Final = "gap_rt"
+
+FID: Final = "fid"
+TRAINABLE_PARAMS: Final = "trainable_params"
+FROZEN_PARAMS: Final = "frozen_params"
+
+# --- provenance ----------------------------------------------------------------------------------
+DEVICE: Final = "device"
+STARTED_AT: Final = "started_at"
+FINISHED_AT: Final = "finished_at"
+TRIAL_SECONDS: Final = "trial_seconds"  # wall seconds inside the trial, start to end
+RLV_VERSION: Final = "rlv_version"
+TORCH_VERSION: Final = "torch_version"
+RAY_VERSION: Final = "ray_version"
+CONFIG: Final = "config"  # the full TrialConfig as JSON: any row can be re-run from it
+
+# --- images (paths relative to the store root, PNG) ----------------------------------------------
+IMAGE_RECONSTRUCTIONS: Final = "image_reconstructions"
+IMAGE_SAMPLES: Final = "image_samples"
+IMAGE_INTERPOLATIONS: Final = "image_interpolations"
+IMAGE_COLUMNS: Final = (IMAGE_RECONSTRUCTIONS, IMAGE_SAMPLES, IMAGE_INTERPOLATIONS)
+
+# --- the two tables of the store --------------------------------------------------------------
+TRIALS_TABLE: Final = "trials"
+EPOCHS_TABLE: Final = "epochs"
+IMAGES_DIR: Final = "images"
+
+EPOCH_METRICS: Final = (TRAIN_NEG_ELBO, TRAIN_RE, TRAIN_RT, EPOCH_TIME_S)
+TEST_METRICS: Final = (TEST_NEG_ELBO, TEST_RE, TEST_RT, TEST_RT_ELBO, FLOW_LOGDET)
+GAP_METRICS: Final = (GAP_NEG_ELBO, GAP_RE, GAP_RT)

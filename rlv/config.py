@@ -1,0 +1,155 @@
+"""Typed, frozen configs: one per component, composed into the TrialConfig a trial receives.
+
+A TrialConfig round-trips through a plain dict (what Ray Tune passes to a trial and what the store
+saves with every row). `from_dict` is strict: an unknown key or a wrong type is an RlvError naming
+it and the allowed keys, so a misspelt setting never silently takes its default. The defaults here
+are the thesis's (table 4.1) and are stated nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union
+
+from rlv.errors import RlvError
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which VAE: the three model factors plus the sizes that follow from the data set."""
+
+    encoder: str = "L"  # L | PNL | NL | RKS
+    layer: str = "fc"  # fc | conv
+    prior: str = "normal"  # normal | flow2 | flow6
+    latent_dim: int | None = None  # None: the data set's (16 on MNIST, 32 on SVHN)
+    sigma2: float = 1e-6  # constant variance of the mean-only encoders (NL, RKS)
+    flow_hidden: int = 64  # width of the RealNVP scale and translation nets
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "mnist"  # mnist | svhn
+    data_dir: str | None = None  # folder with the data set's files; None: $RLV_DATA_DIR or offline copy
+    train_size: int | None = None  # None: the thesis's 25,000; smaller for quick runs
+    test_size: int | None = None  # None: the whole test split (25,000 MNIST, 38,257 SVHN)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 250
+    batch_size: int = 256
+    lr: float = 1e-3
+    objective: str = "elbo"  # elbo (correct) | thesis (the thesis's flow-prior RT)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; opt-in)
+    checkpoint_every: int = 10  # epochs between checkpoints (Ray Tune resumes from the last)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    fid_samples: int = 10_000  # generated and real images for FID; 0 skips FID
+    fid_batch_size: int = 100
+    reconstructions: int = 8
+    samples: int = 64
+    interpolation_pairs: int = 4
+    interpolation_steps: int = 6  # intervals between the two end points (thesis: six)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything a trial needs; a row of the store carries it, so any row can be re-run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0  # draws the data split and the (frozen) initial weights
+    sweep: str = "adhoc"
+    trial_id: str = ""  # empty: derived from the factors, e.g. NL-conv-flow6-s3
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
+        return from_dict(cls, data)
+
+    @property
+    def name(self) -> str:
+        """The trial's id: given, or `encoder-layer-prior[-objective]-sSEED`."""
+        if self.trial_id:
+            return self.trial_id
+        return default_trial_id(self)
+
+
+def default_trial_id(cfg: TrialConfig, with_objective: bool = False, with_dataset: bool = False) -> str:
+    parts = [cfg.model.encoder, cfg.model.layer, cfg.model.prior]
+    if with_objective or cfg.train.objective != "elbo":
+        parts.append(cfg.train.objective)
+    if with_dataset:
+        parts.insert(0, cfg.data.dataset)
+    return "-".join(parts) + f"-s{cfg.seed}"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(path: str, value: Any, tp: Any) -> Any:
+    """Return `value` coerced to `tp` (int -> float only), or raise naming `path`."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(path, value, option)
+            except RlvError:
+                continue
+        allowed = " or ".join("null" if o is type(None) else _type_name(o) for o in options)
+        raise RlvError(f"{path} = {value!r} has the wrong type; expected {allowed}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise RlvError(f"{path} must be a mapping of settings, got {value!r}")
+        return from_dict(tp, value, prefix=f"{path}.")  # type: ignore[arg-type]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise RlvError(f"{path} = {value!r} has the wrong type; expected {_type_name(tp)}")
+    if not isinstance(value, tp):
+        raise RlvError(f"{path} = {value!r} has the wrong type; expected {_type_name(tp)}")
+    return value
+
+
+def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise RlvError(
+            f"unknown setting {prefix}{unknown[0]!r}; allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs = {key: _check_value(prefix + key, value, hints[key]) for key, value in data.items()}
+    return cls(**kwargs)
+
+
+def replace(cfg: TrialConfig, **sections: dict[str, Any]) -> TrialConfig:
+    """A copy of `cfg` with some settings of some sections changed, checked like from_dict."""
+    data = cfg.to_dict()
+    for section, values in sections.items():
+        if section not in data or not isinstance(data[section], dict):
+            raise RlvError(f"unknown config section {section!r}")
+        data[section].update(values)
+    return TrialConfig.from_dict(data)

@@ -1,0 +1,90 @@
+"""The ELBO's terms with the thesis's conventions (SPEC.md "metric conventions").
+
+Per image (all (B,) tensors):
+  RE  = sum over pixels of (x - x_hat)^2                         (thesis: 8-30 on MNIST)
+  RT  = a Monte-Carlo estimate of -KL(q(z|x) || p(z)), averaged over the D latent dimensions
+  negative ELBO = RE - RT                                         (table 5.1 = 5.3 - 5.2)
+
+Objectives (the `objective` factor) differ only in how a flow's log-determinant enters RT:
+  elbo    RT = (sum_d [log N(f(z))_d - log q(z_d|x)] + log|det|) / D     the true -KL per dimension
+  thesis  RT =  mean_d [log N(f(z))_d - log q(z_d|x)] + log|det|         the thesis's code
+so RT_thesis - RT_elbo = log|det| (1 - 1/D); for the normal prior (log|det| = 0) they agree.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from rlv.registry import Registry
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class Objective(ABC):
+    @abstractmethod
+    def rt(self, base: torch.Tensor, logdet: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        """RT (B,) from the prior's base log-density (B, D), its log|det| (B,) and log q (B, D)."""
+
+
+class Elbo(Objective):
+    def rt(self, base: torch.Tensor, logdet: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        return ((base - log_q).sum(-1) + logdet) / base.shape[-1]
+
+
+class ThesisRT(Objective):
+    def rt(self, base: torch.Tensor, logdet: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        return (base - log_q).mean(-1) + logdet
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective", Objective)
+OBJECTIVES.register("elbo", Elbo)
+OBJECTIVES.register("thesis", ThesisRT)
+
+_ELBO = Elbo()
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Per-image terms, each (B,)."""
+
+    re: torch.Tensor
+    rt: torch.Tensor  # as the trial's objective defines it (what is optimised)
+    rt_elbo: torch.Tensor  # the true -KL per dimension, whatever the objective
+    logdet: torch.Tensor  # log|det df/dz| of the prior at z (0 for the normal prior)
+
+    @property
+    def neg_elbo(self) -> torch.Tensor:
+        return self.re - self.rt
+
+
+def gaussian_log_q(eps: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, exp(logvar)) per dimension at z = mu + exp(logvar / 2) * eps; (B, D).
+
+    Written with eps rather than (z - mu)^2 / var: exact, and stable when var = 1e-6.
+    """
+    return -0.5 * (_LOG_2PI + logvar + eps * eps)
+
+
+def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over the pixels of each image: (B, C, H, W) -> (B,)."""
+    diff = x_hat.float() - x
+    return (diff * diff).sum(dim=(1, 2, 3))
+
+
+def elbo_terms(
+    x: torch.Tensor,
+    x_hat: torch.Tensor,
+    eps: torch.Tensor,
+    logvar: torch.Tensor,
+    prior_parts: tuple[torch.Tensor, torch.Tensor],
+    objective: Objective,
+) -> Terms:
+    base, logdet = prior_parts
+    log_q = gaussian_log_q(eps, logvar)
+    rt = objective.rt(base, logdet, log_q)
+    rt_elbo = rt if isinstance(objective, Elbo) else _ELBO.rt(base, logdet, log_q)
+    return Terms(re=reconstruction_error(x, x_hat), rt=rt, rt_elbo=rt_elbo, logdet=logdet)

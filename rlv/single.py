@@ -1,0 +1,92 @@
+"""`rlv train`: one trial outside Ray, writing its metrics and images to a folder.
+
+The folder holds `metrics.json` (the store's trial row), `epochs.json` (the epoch rows), the three
+PNG grids and, while training, `checkpoint.pt`: running the same command again resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlv import columns as col
+from rlv.config import TrialConfig
+from rlv.errors import RlvError
+from rlv.paths import atomic_write_bytes
+from rlv.train import EpochMetrics, Trainer
+from rlv.trial import TrialResult, epoch_row, run_trial
+from rlv.validation import check_trial_config
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _json_bytes(value: Any) -> bytes:
+    # NaN (e.g. FID skipped) becomes null: strict JSON that every reader accepts
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    if isinstance(value, list):
+        value = [{k: clean(v) for k, v in row.items()} for row in value]
+    else:
+        value = {k: clean(v) for k, v in value.items()}
+    return (json.dumps(value, indent=2) + "\n").encode()
+
+
+def _resume_state(out: Path, cfg: TrialConfig, echo: Callable[[str], None]) -> dict[str, Any] | None:
+    path = out / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RlvError(f"cannot read checkpoint {path} ({exc}); delete it to start over") from None
+    if saved.get("config") != cfg.to_dict():
+        raise RlvError(f"{out} holds a checkpoint of another configuration; pass another --out "
+                       f"or delete {path}")
+    echo(f"resuming from {path} (epoch {saved['trainer']['epoch']})")
+    return saved["trainer"]  # type: ignore[no-any-return]
+
+
+def train_to_folder(cfg: TrialConfig, out: Path, echo: Callable[[str], None]) -> TrialResult:
+    """Run `cfg`, printing progress through `echo`; write results under `out`."""
+    check_trial_config(cfg)
+    out = out.expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    resume = _resume_state(out, cfg, echo)
+    width = len(str(cfg.train.epochs))
+
+    def on_epoch(m: EpochMetrics, trainer: Trainer) -> None:
+        echo(f"epoch {m.epoch:>{width}}/{cfg.train.epochs}  neg ELBO {m.train_neg_elbo:9.3f}  "
+             f"RE {m.train_re:8.3f}  RT {m.train_rt:8.3f}  {m.epoch_time_s:6.2f} s")
+        if m.epoch % cfg.train.checkpoint_every == 0 and m.epoch < cfg.train.epochs:
+            state = {"config": cfg.to_dict(), "trainer": trainer.state_dict()}
+            tmp = out / f".{CHECKPOINT}.tmp"
+            torch.save(state, tmp)
+            tmp.replace(out / CHECKPOINT)
+
+    echo(f"{cfg.name}: {cfg.data.dataset}, {cfg.train.epochs} epochs, objective "
+         f"{cfg.train.objective}, FID on {cfg.eval.fid_samples} samples")
+    result = run_trial(cfg, resume=resume, on_epoch=on_epoch, on_phase=lambda p: echo(f"{p} ..."))
+    for column, png in result.images.by_column().items():
+        atomic_write_bytes(out / f"{column.removeprefix('image_')}.png", png)
+    atomic_write_bytes(out / "metrics.json", _json_bytes(result.row))
+    epochs = [epoch_row(cfg, m) for m in result.epochs]
+    atomic_write_bytes(out / "epochs.json", _json_bytes(epochs))
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    echo(summary(result.row))
+    echo(f"wrote {out}/metrics.json, epochs.json and 3 PNG grids")
+    return result
+
+
+def summary(row: dict[str, Any]) -> str:
+    fid = row[col.FID]
+    fid_text = "skipped" if isinstance(fid, float) and math.isnan(fid) else f"{fid:.2f}"
+    return (f"test: neg ELBO {row[col.TEST_NEG_ELBO]:.3f}  RE {row[col.TEST_RE]:.3f}  "
+            f"RT {row[col.TEST_RT]:.3f} (true -KL/D {row[col.TEST_RT_ELBO]:.3f})  "
+            f"FID {fid_text}  |  {row[col.TRAINABLE_PARAMS]:,} trainable parameters  "
+            f"{row[col.EPOCH_TIME_S]:.2f} s/epoch on {row[col.DEVICE]}")

@@ -1,0 +1,111 @@
+"""The training loop: Adam on the negative ELBO, one epoch at a time, data resident on the device.
+
+Batches are index slices of a per-epoch permutation of the training tensor (no DataLoader, no
+per-batch host-to-device copies). The epoch's sums stay on the device and are read once per epoch,
+so the loop never waits on the GPU mid-epoch. Knows nothing of Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from rlv.config import TrainConfig
+from rlv.errors import RlvError
+from rlv.models.vae import VAE, derived_seed
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # 1-based: the number of epochs trained so far
+    train_neg_elbo: float
+    train_re: float
+    train_rt: float
+    epoch_time_s: float
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a clock read measures it (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise RlvError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+
+
+class Trainer:
+    """Trains `model` on `train` (N, C, 32, 32), resumable through state_dict/load_state_dict."""
+
+    def __init__(self, model: VAE, train: torch.Tensor, cfg: TrainConfig, seed: int) -> None:
+        self.model = model
+        self.train = train
+        self.cfg = cfg
+        self.device = train.device
+        # the optimiser sees only what trains: frozen encoder layers have requires_grad False
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.batches = torch.Generator(device=self.device)
+        self.batches.manual_seed(derived_seed(seed, "batches"))
+        self.epoch = 0
+        self.history: list[EpochMetrics] = []  # every epoch so far, kept across resumes
+
+    def run_epoch(self) -> EpochMetrics:
+        model, x_all, bs = self.model, self.train, self.cfg.batch_size
+        n = x_all.shape[0]
+        model.train()
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # neg ELBO, RE, RT
+        synchronize(self.device)
+        start = time.perf_counter()
+        order = torch.randperm(n, device=self.device, generator=self.batches)
+        with autocast(self.device, self.cfg.precision):
+            for i in range(0, n, bs):
+                x = x_all[order[i : i + bs]]  # (B, C, 32, 32), a gather on the device
+                terms = model(x)
+                neg_elbo = terms.re - terms.rt  # (B,)
+                loss = neg_elbo.mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                with torch.no_grad():
+                    sums += torch.stack([neg_elbo.sum(), terms.re.sum(), terms.rt.sum()]).double()
+        totals = (sums / n).tolist()  # the epoch's one device-to-host read
+        synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        self.epoch += 1
+        if any(v != v for v in totals):  # NaN: say so rather than train on garbage
+            raise RlvError(f"training diverged at epoch {self.epoch}: the loss is NaN")
+        metrics = EpochMetrics(self.epoch, totals[0], totals[1], totals[2], elapsed)
+        self.history.append(metrics)
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "history": [asdict(m) for m in self.history],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "batches": self.batches.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.history = [EpochMetrics(**m) for m in state["history"]]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.set_state(state["batches"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])

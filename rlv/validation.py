@@ -1,0 +1,64 @@
+"""Checks of a TrialConfig against the registries and the data set, before anything runs.
+
+Every message names the bad value and what is allowed, in one line (RlvError).
+"""
+
+from __future__ import annotations
+
+from rlv.config import TrialConfig
+from rlv.data import DATASETS, effective_sizes
+from rlv.errors import RlvError
+from rlv.models import ENCODERS, LAYERS, PRIORS
+from rlv.objective import OBJECTIVES
+from rlv.train import PRECISIONS
+
+
+def _positive(name: str, value: int | float | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise RlvError(f"{name} = {value} is not allowed; it must be {bound}")
+
+
+def check_trial_config(cfg: TrialConfig) -> None:
+    """Raise RlvError on the first setting that cannot run."""
+    ENCODERS.get(cfg.model.encoder)
+    LAYERS.get(cfg.model.layer)
+    PRIORS.get(cfg.model.prior)
+    OBJECTIVES.get(cfg.train.objective)
+    dataset = DATASETS.build(cfg.data.dataset)
+    if cfg.train.precision not in PRECISIONS:
+        raise RlvError(f"unknown precision {cfg.train.precision!r}; choose one of: "
+                       f"{', '.join(PRECISIONS)}")
+    for name, value in (("epochs", cfg.train.epochs), ("batch_size", cfg.train.batch_size),
+                        ("lr", cfg.train.lr), ("checkpoint_every", cfg.train.checkpoint_every),
+                        ("train_size", cfg.data.train_size), ("test_size", cfg.data.test_size),
+                        ("latent_dim", cfg.model.latent_dim), ("sigma2", cfg.model.sigma2),
+                        ("flow_hidden", cfg.model.flow_hidden),
+                        ("fid_batch_size", cfg.eval.fid_batch_size),
+                        ("reconstructions", cfg.eval.reconstructions),
+                        ("samples", cfg.eval.samples),
+                        ("interpolation_pairs", cfg.eval.interpolation_pairs),
+                        ("interpolation_steps", cfg.eval.interpolation_steps)):
+        _positive(name, value)
+    _positive("fid_samples", cfg.eval.fid_samples, allow_zero=True)
+    _positive("seed", cfg.seed, allow_zero=True)
+    train_n, test_n = effective_sizes(dataset, cfg.data)
+    if train_n > dataset.sizes.train:
+        raise RlvError(f"train_size = {train_n} is too large; {dataset.name}'s training split "
+                       f"holds {dataset.sizes.train}")
+    if test_n > dataset.sizes.test:
+        raise RlvError(f"test_size = {test_n} is too large; {dataset.name}'s test split "
+                       f"holds {dataset.sizes.test}")
+    if cfg.eval.fid_samples > train_n:
+        raise RlvError(f"fid_samples = {cfg.eval.fid_samples} exceeds the {train_n} training "
+                       "images FID compares against; lower it or raise train_size")
+    if cfg.eval.reconstructions > test_n:
+        raise RlvError(f"reconstructions = {cfg.eval.reconstructions} exceeds test_size = {test_n}")
+    dim = cfg.model.latent_dim if cfg.model.latent_dim is not None else dataset.latent_dim
+    if cfg.model.layer == "conv" and dim % 4:
+        raise RlvError(f"latent_dim = {dim} must be a multiple of 4 for conv layers "
+                       "(the latent is D/4 channels on a 2 x 2 grid)")
+    if cfg.model.prior != "normal" and dim % 2:
+        raise RlvError(f"latent_dim = {dim} must be even for the flow priors (they split z in halves)")
