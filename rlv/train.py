@@ -57,6 +57,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
         self.batches = torch.Generator(device=self.device)
         self.batches.manual_seed(derived_seed(seed, "batches"))
+        self.precision = autocast(self.device, cfg.precision)
         self.epoch = 0
         self.history: list[EpochMetrics] = []  # every epoch so far, kept across resumes
 
@@ -68,17 +69,17 @@ class Trainer:
         synchronize(self.device)
         start = time.perf_counter()
         order = torch.randperm(n, device=self.device, generator=self.batches)
-        with autocast(self.device, self.cfg.precision):
-            for i in range(0, n, bs):
-                x = x_all[order[i : i + bs]]  # (B, C, 32, 32), a gather on the device
+        for i in range(0, n, bs):
+            x = x_all[order[i : i + bs]]  # (B, C, 32, 32), a gather on the device
+            with self.precision:  # autocast the forward only: backward and Adam stay in fp32
                 terms = model(x)
-                neg_elbo = terms.re - terms.rt  # (B,)
-                loss = neg_elbo.mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                with torch.no_grad():
-                    sums += torch.stack([neg_elbo.sum(), terms.re.sum(), terms.rt.sum()]).double()
+            neg_elbo = terms.re - terms.rt  # (B,)
+            loss = neg_elbo.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                sums += torch.stack([neg_elbo.sum(), terms.re.sum(), terms.rt.sum()]).double()
         totals = (sums / n).tolist()  # the epoch's one device-to-host read
         synchronize(self.device)
         elapsed = time.perf_counter() - start

@@ -28,6 +28,7 @@ class Prior(nn.Module, ABC):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
+        self.register_buffer("_anchor", torch.zeros(()))  # carries the device and dtype
 
     @abstractmethod
     def log_prob_parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,20 +47,22 @@ class Prior(nn.Module, ABC):
         base, logdet = self.log_prob_parts(z)
         return base.sum(-1) + logdet
 
-    def _device(self) -> torch.device:
-        return next(self.buffers()).device
+    def _noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """(n, D) standard normal draws on the prior's device and in its dtype."""
+        anchor = self.get_buffer("_anchor")  # every prior registers one: it follows .to()
+        return torch.randn(n, self.dim, device=anchor.device, dtype=anchor.dtype,
+                           generator=generator)
 
 
 class StandardNormal(Prior):
     def __init__(self, dim: int, hidden: int = 64) -> None:
         super().__init__(dim)
-        self.register_buffer("_anchor", torch.zeros(()))  # follows .to(device)
 
     def log_prob_parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return standard_normal_log_density(z), z.new_zeros(z.shape[0])
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.dim, device=self._device(), generator=generator)
+        return self._noise(n, generator)
 
 
 def _mlp(width_in: int, hidden: int, tanh: bool) -> nn.Sequential:
@@ -89,7 +92,6 @@ class RealNVP(Prior):
         self.half = dim // 2
         self.scale = nn.ModuleList(_mlp(self.half, hidden, tanh=True) for _ in range(flows))
         self.shift = nn.ModuleList(_mlp(self.half, hidden, tanh=False) for _ in range(flows))
-        self.register_buffer("_anchor", torch.zeros(()))
 
     def to_base(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(z) (B, D), log|det df/dz| (B,))."""
@@ -115,8 +117,7 @@ class RealNVP(Prior):
         return standard_normal_log_density(u), logdet
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        u = torch.randn(n, self.dim, device=self._device(), generator=generator)
-        return self.from_base(u)
+        return self.from_base(self._noise(n, generator))
 
 
 PRIORS: Registry[Prior] = Registry("prior", Prior)

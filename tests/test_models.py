@@ -1,0 +1,114 @@
+"""The thesis's VAEs: shapes, frozen parts, parameter counts, and seeded initialisation."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from rlv.config import ModelConfig, TrainConfig
+from rlv.models import ENCODERS, LAYERS, PRIORS, build_vae, parameter_counts
+from rlv.objective import Elbo
+from rlv.train import Trainer
+
+CELLS = list(itertools.product(ENCODERS.names(), LAYERS.names(), PRIORS.names()))
+DATASETS = {"mnist": (1, 16), "svhn": (3, 32)}  # channels, latent size (SPEC.md)
+
+
+def _vae(encoder: str, layer: str, prior: str, dataset: str = "mnist", seed: int = 0):  # type: ignore[no-untyped-def]
+    channels, latent = DATASETS[dataset]
+    cfg = ModelConfig(encoder=encoder, layer=layer, prior=prior)
+    return build_vae(cfg, channels=channels, dataset_latent=latent, seed=seed, objective=Elbo())
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("encoder,layer,prior", CELLS)
+def test_every_cell_runs_forward_and_backward(encoder: str, layer: str, prior: str,
+                                              dataset: str) -> None:
+    channels, latent = DATASETS[dataset]
+    model = _vae(encoder, layer, prior, dataset)
+    x = torch.rand(5, channels, 32, 32)
+    terms = model(x)
+    for t in (terms.re, terms.rt, terms.rt_elbo, terms.logdet):
+        assert t.shape == (5,) and torch.isfinite(t).all()
+    mu, logvar = model.encoder(x)
+    assert mu.shape == logvar.shape == (5, latent)
+    assert model.generate(3).shape == (3, channels, 32, 32)
+    assert model.reconstruct(x).shape == x.shape
+    (terms.re - terms.rt).mean().backward()
+
+
+def _linear_params(widths: list[int]) -> int:
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+def test_fc_parameter_counts_follow_appendix_b() -> None:
+    pixels, m = 32 * 32, 16
+    decoder = _linear_params([m, 128, 256, 512, 1024, pixels])
+    encoder_2 = _linear_params([pixels, 256, 128, 64, 2 * m])
+    encoder_1 = _linear_params([pixels, 256, 128, 64, m])
+    flow = 2 * _linear_params([m // 2, 64, 64, m // 2])  # scale and translation nets
+    cases = {
+        ("L", "normal"): (encoder_2 + decoder, 0),
+        ("PNL", "normal"): (64 * 2 * m + 2 * m + decoder, encoder_2 - (64 * 2 * m + 2 * m)),
+        ("NL", "normal"): (decoder, encoder_1),
+        ("RKS", "normal"): (decoder, pixels * m + m),
+        ("L", "flow6"): (encoder_2 + decoder + 6 * flow, 0),
+        ("NL", "flow2"): (decoder + 2 * flow, encoder_1),
+    }
+    for (encoder, prior), expected in cases.items():
+        assert parameter_counts(_vae(encoder, "fc", prior)) == expected, (encoder, prior)
+
+
+def test_conv_rks_is_one_frozen_16x16_stride_16_convolution() -> None:
+    rks = _vae("RKS", "conv", "normal").encoder.trunk
+    assert isinstance(rks, torch.nn.Conv2d)
+    assert rks.kernel_size == (16, 16) and rks.stride == (16, 16) and rks.out_channels == 4
+    assert not any(p.requires_grad for p in rks.parameters())
+
+
+@pytest.mark.parametrize("layer", LAYERS.names())
+@pytest.mark.parametrize("encoder", ENCODERS.names())
+def test_frozen_weights_stay_bit_identical_and_only_trainable_ones_move(encoder: str,
+                                                                        layer: str) -> None:
+    torch.manual_seed(0)
+    model = _vae(encoder, layer, "flow2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, torch.rand(64, 1, 32, 32), TrainConfig(batch_size=16), seed=0)
+    trained = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+    assert not trained & frozen, "the optimiser must not see frozen parameters"
+    trainer.run_epoch()  # 4 Adam steps
+    names = dict(model.named_parameters())
+    for name, value in model.state_dict().items():
+        moved = not torch.equal(before[name], value)
+        if name.startswith("encoder.trunk"):
+            assert not moved, f"{encoder}: frozen {name} changed"
+            assert not names[name].requires_grad
+        elif name in names:
+            assert moved, f"{encoder}: trainable {name} did not change"
+    head = [n for n in names if n.startswith("encoder.head")]
+    if encoder == "PNL":
+        last = LAYERS.build(layer, 1, 16).encoder_stack(2)[-1]
+        assert len(head) == 2 and sum(names[n].numel() for n in head) == sum(
+            p.numel() for p in last.parameters())
+    elif encoder in ("NL", "RKS"):
+        assert head == []
+
+
+def test_one_seed_shares_its_frozen_encoder_across_priors_and_seeds_differ() -> None:
+    a = _vae("NL", "conv", "normal", seed=3).encoder.state_dict()
+    b = _vae("NL", "conv", "flow6", seed=3).encoder.state_dict()
+    c = _vae("NL", "conv", "normal", seed=4).encoder.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_weights_are_xavier_uniform_with_zero_biases() -> None:
+    model = _vae("L", "fc", "normal")
+    first = model.encoder.head[0][1]  # Linear 1024 -> 256
+    bound = (6 / (1024 + 256)) ** 0.5
+    assert first.weight.abs().max().item() <= bound
+    assert first.weight.abs().max().item() > 0.95 * bound
+    assert torch.equal(first.bias, torch.zeros(256))

@@ -1,0 +1,85 @@
+"""The ELBO terms: the thesis's conventions and the two objectives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlv.models.priors import RealNVP, StandardNormal
+from rlv.objective import OBJECTIVES, Elbo, ThesisRT, elbo_terms, gaussian_log_q
+
+
+def _terms(prior, objective, mu, logvar, eps):  # type: ignore[no-untyped-def]
+    z = mu + torch.exp(0.5 * logvar) * eps
+    x = torch.zeros(mu.shape[0], 1, 2, 2)
+    return elbo_terms(x, x, eps, logvar, prior.log_prob_parts(z), objective)
+
+
+def test_monte_carlo_kl_of_the_normal_prior_matches_the_closed_form() -> None:
+    gen = torch.Generator().manual_seed(0)
+    d, samples = 16, 200_000
+    mu = torch.randn(1, d, generator=gen, dtype=torch.float64).expand(samples, d)
+    logvar = (torch.rand(1, d, generator=gen, dtype=torch.float64) * 2 - 1).expand(samples, d)
+    eps = torch.randn(samples, d, generator=gen, dtype=torch.float64)
+    rt = _terms(StandardNormal(d).double(), Elbo(), mu, logvar, eps).rt
+    closed_kl = 0.5 * (mu[0] ** 2 + logvar[0].exp() - 1 - logvar[0]).sum().item()
+    # RT is -KL averaged over the D dimensions
+    stderr = rt.std().item() / math.sqrt(samples)
+    assert -rt.mean().item() * d == pytest.approx(closed_kl, abs=5 * stderr * d)
+
+
+def test_constant_variance_encoder_rt_is_the_thesis_value() -> None:
+    """sigma^2 = 1e-6, mu = 0: RT = -0.5 * (-1 - ln 1e-6) = -6.41 per dimension (SPEC.md)."""
+    d, n = 16, 50_000
+    gen = torch.Generator().manual_seed(1)
+    mu = torch.zeros(n, d)
+    logvar = torch.full((n, d), math.log(1e-6))
+    eps = torch.randn(n, d, generator=gen)
+    rt = _terms(StandardNormal(d), Elbo(), mu, logvar, eps).rt.mean().item()
+    assert rt == pytest.approx(-0.5 * (-1 - math.log(1e-6)), abs=0.01)
+
+
+def test_objectives_agree_for_the_normal_prior() -> None:
+    gen = torch.Generator().manual_seed(2)
+    mu, logvar, eps = (torch.randn(64, 16, generator=gen) for _ in range(3))
+    a = _terms(StandardNormal(16), Elbo(), mu, logvar, eps)
+    b = _terms(StandardNormal(16), ThesisRT(), mu, logvar, eps)
+    assert torch.allclose(a.rt, b.rt, atol=1e-5)
+    assert torch.allclose(b.rt_elbo, a.rt, atol=1e-5)
+
+
+@pytest.mark.parametrize("flows", [2, 6])
+def test_thesis_rt_exceeds_elbo_rt_by_logdet_times_one_minus_one_over_d(flows: int) -> None:
+    torch.manual_seed(3)
+    d = 16
+    prior = RealNVP(d, flows).double()
+    with torch.no_grad():
+        for p in prior.scale.parameters():
+            p.mul_(4)  # non-trivial scales (the translations stay small)
+    mu, logvar, eps = (torch.randn(32, d, dtype=torch.float64) for _ in range(3))
+    t = _terms(prior, ThesisRT(), mu, logvar, eps)
+    assert t.logdet.abs().max().item() > 1.0  # the identity would not test the weighting
+    assert torch.allclose(t.rt - t.rt_elbo, t.logdet * (1 - 1 / d), atol=1e-9)
+
+
+def test_reconstruction_error_is_summed_over_pixels_and_neg_elbo_is_re_minus_rt() -> None:
+    x = torch.zeros(2, 1, 32, 32)
+    x_hat = torch.full((2, 1, 32, 32), 0.5)
+    eps = torch.zeros(2, 16)
+    logvar = torch.zeros(2, 16)
+    t = elbo_terms(x, x_hat, eps, logvar, StandardNormal(16).log_prob_parts(eps), Elbo())
+    assert t.re.tolist() == [0.25 * 1024] * 2
+    assert torch.equal(t.neg_elbo, t.re - t.rt)
+
+
+def test_gaussian_log_q_is_the_density_at_the_reparameterised_sample() -> None:
+    mu, logvar, eps = torch.tensor([0.3]), torch.tensor([-0.7]), torch.tensor([1.2])
+    z = mu + torch.exp(0.5 * logvar) * eps
+    expected = torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).log_prob(z)
+    assert torch.allclose(gaussian_log_q(eps, logvar), expected, atol=1e-6)
+
+
+def test_objective_registry_names_the_levels() -> None:
+    assert set(OBJECTIVES.names()) == {"elbo", "thesis"}
