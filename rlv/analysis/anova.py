@@ -1,0 +1,312 @@
+"""The thesis's ANOVA models (SPEC.md "Statistical analysis"), fitted with statsmodels.
+
+SPSS's GLM, which the thesis used, codes factors with sum-to-zero contrasts and reports Type III
+sums of squares; `C(x, Sum)` and `anova_lm(typ=3)` do the same, so F and p match SPSS for balanced
+and unbalanced data alike. Which model each metric gets is in design.py; each dataset is
+analysed on its own.
+
+Incomplete data (failed trials, a sweep still running) are analysed and flagged. Empty cells can
+make interactions inestimable (a rank-deficient design, where Type III does not exist); those
+interactions are left out, highest order first, and named in the `note`. Should the design still
+be rank-deficient (confounded main effects), each term is tested by the extra sum of squares of
+dropping its sum-coded columns (df = the rank it adds), and the note says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+from scipy import stats
+from statsmodels.stats.anova import anova_lm
+from statsmodels.tools.sm_exceptions import SingularMatrixWarning
+
+from rlv import columns as col
+from rlv.analysis.design import (
+    DEFAULT_METRICS,
+    DESIGN_FACTORS,
+    METRIC_MODELS,
+    Term,
+    describe,
+    model_spec,
+    model_terms,
+)
+from rlv.analysis.labels import present_levels
+from rlv.analysis.load import Results, trials_of
+from rlv.errors import RlvError
+
+logger = logging.getLogger(__name__)
+
+ALPHA: Final = 0.01  # the thesis's significance bound (section 4.5)
+
+
+@dataclass(frozen=True, eq=False)
+class MetricFit:
+    """One fitted model: the data it used, the statsmodels result and the design's flags."""
+
+    dataset: str
+    metric: str
+    kind: str
+    model: str  # short description, e.g. "encoder * layer + prior"
+    formula: str  # what statsmodels fitted, response "y"
+    terms: tuple[Term, ...]  # the terms fitted
+    dropped_terms: tuple[Term, ...]  # interactions left out: empty cells made them inestimable
+    data: pd.DataFrame  # factor columns + "y", rows with a value only
+    result: Any  # statsmodels RegressionResultsWrapper
+    n: int
+    cells: int  # non-empty cells of the model's factors
+    missing_cells: int  # empty cells of the full grid of those factors
+    balanced: bool
+
+    @property
+    def factors(self) -> tuple[str, ...]:
+        """The factors in the model (each with at least two levels)."""
+        return tuple(f for f in DESIGN_FACTORS if (f,) in self.terms)
+
+    @property
+    def resid_df(self) -> int:
+        return int(round(self.result.df_resid))
+
+    @property
+    def full_rank(self) -> bool:
+        return _full_rank(self.result)
+
+
+def _formula(terms: tuple[Term, ...]) -> str:
+    if not terms:
+        return "y ~ 1"
+    return "y ~ " + " + ".join(":".join(f"C({f}, Sum)" for f in term) for term in terms)
+
+
+def _term_of(name: str) -> Term:
+    """'C(encoder, Sum)[S.L]:C(layer, Sum)[S.fc]' -> ('encoder', 'layer'); 'Intercept' -> ()."""
+    return tuple(re.findall(r"C\((\w+), Sum\)", name))
+
+
+def _datasets(trials: pd.DataFrame) -> list[str]:
+    return present_levels(trials[col.DATASET]) if col.DATASET in trials else [""]
+
+
+def _metric_list(trials: pd.DataFrame, metrics: tuple[str, ...] | list[str] | None) -> list[str]:
+    """Validate explicit metrics (RlvError); default: the thesis's metrics that have values."""
+    if metrics is None:
+        chosen = [m for m in DEFAULT_METRICS if m in trials and trials[m].notna().any()]
+        skipped = [m for m in DEFAULT_METRICS if m not in chosen]
+        if skipped:
+            logger.info("no values for %s: left out of the ANOVA", ", ".join(skipped))
+        if not chosen:
+            raise RlvError(
+                "no metric to analyse: all of " + ", ".join(DEFAULT_METRICS) + " missing"
+            )
+        return chosen
+    for metric in metrics:
+        if metric not in METRIC_MODELS:
+            raise RlvError(
+                f"no ANOVA model for metric {metric!r}: models exist for {', '.join(METRIC_MODELS)}"
+            )
+        if metric not in trials or trials[metric].notna().sum() == 0:
+            raise RlvError(f"metric {metric!r} has no values in these results (all missing)")
+    return list(metrics)
+
+
+def _design_data(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Factor columns and the response `y`, rows with a value only, unused levels dropped."""
+    factors = [f for f in DESIGN_FACTORS if f in trials]
+    data = trials[factors].copy()
+    data["y"] = pd.to_numeric(trials[metric], errors="coerce").astype(float)
+    data = data.dropna(subset=["y", *factors]).reset_index(drop=True)
+    for f in factors:
+        data[f] = pd.Categorical(data[f].astype(str), categories=present_levels(data[f]))
+    return data
+
+
+def _fit(data: pd.DataFrame, terms: tuple[Term, ...]) -> Any:
+    with warnings.catch_warnings():
+        # Rank deficiency is detected and handled by the caller; statsmodels' warning is noise.
+        warnings.simplefilter("ignore", SingularMatrixWarning)
+        return smf.ols(_formula(terms), data).fit()
+
+
+def _full_rank(result: Any) -> bool:
+    exog = result.model.exog
+    return bool(np.linalg.matrix_rank(exog) == exog.shape[1])
+
+
+def fit_metric(trials: pd.DataFrame, metric: str, dataset: str = "") -> MetricFit:
+    """Fit the metric's model (METRIC_MODELS) to one dataset's trials.
+
+    Empty cells can make high-order interactions inestimable (a rank-deficient design); those
+    interactions are dropped, highest order first, until the design has full rank, and listed in
+    `dropped_terms`.
+    """
+    kind = METRIC_MODELS[metric]
+    data = _design_data(trials, metric)
+    varying = [f for f in DESIGN_FACTORS if f in data and data[f].nunique() > 1]
+    spec = model_spec(kind, varying)
+    terms = model_terms(spec)
+    factors = [f for f in DESIGN_FACTORS if (f,) in terms]
+    fitted, dropped = terms, []
+    result = _fit(data, fitted)
+    while not _full_rank(result) and any(len(t) > 1 for t in fitted):
+        top = max(len(t) for t in fitted)
+        worst = [t for t in fitted if len(t) == top][-1]
+        dropped.append(worst)
+        fitted = tuple(t for t in fitted if t != worst)
+        result = _fit(data, fitted)
+    if factors:
+        counts = data.groupby(factors, observed=True).size()
+        grid = int(np.prod([data[f].nunique() for f in factors]))
+        cells, missing = len(counts), grid - len(counts)
+        balanced = missing == 0 and counts.nunique() == 1
+    else:
+        cells, missing, balanced = 1, 0, True
+    return MetricFit(
+        dataset=dataset,
+        metric=metric,
+        kind=kind,
+        model=describe(spec),
+        formula=_formula(fitted),
+        terms=fitted,
+        dropped_terms=tuple(dropped),
+        data=data,
+        result=result,
+        n=len(data),
+        cells=cells,
+        missing_cells=missing,
+        balanced=bool(balanced),
+    )
+
+
+def fit_models(
+    data: Results | pd.DataFrame, metrics: tuple[str, ...] | list[str] | None = None
+) -> list[MetricFit]:
+    """One fitted model per dataset and metric (metrics: default the thesis's eight)."""
+    trials = trials_of(data)
+    chosen = _metric_list(trials, metrics)
+    fits = []
+    for dataset in _datasets(trials):
+        part = trials if not dataset else trials[trials[col.DATASET].astype(str) == dataset]
+        for metric in chosen:
+            if part[metric].notna().sum() == 0:
+                logger.info("dataset %s has no values of %s: skipped", dataset, metric)
+                continue
+            fits.append(fit_metric(part, metric, dataset))
+    return fits
+
+
+def _type3(fit: MetricFit) -> dict[Term, tuple[float, float]]:
+    """Type III (SS, df) per term from statsmodels (full-rank designs with residual df)."""
+    table = anova_lm(fit.result, typ=3)
+    return {
+        _term_of(str(name)): (float(row["sum_sq"]), float(row["df"]))
+        for name, row in table.iterrows()
+        if name != "Residual" and _term_of(str(name))
+    }
+
+
+def _extra_ss(fit: MetricFit) -> dict[Term, tuple[float, float]]:
+    """Per term: RSS increase and rank lost when its sum-coded columns are dropped.
+
+    Equals Type III for full-rank designs; stays defined when empty cells make columns collinear.
+    """
+    exog = np.asarray(fit.result.model.exog, dtype=float)
+    y = np.asarray(fit.result.model.endog, dtype=float)
+    owner = [_term_of(name) for name in fit.result.model.exog_names]
+
+    def rss_rank(x: np.ndarray) -> tuple[float, int]:
+        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        resid = y - x @ beta
+        return float(resid @ resid), int(np.linalg.matrix_rank(x))
+
+    rss_full, rank_full = rss_rank(exog)
+    out = {}
+    for term in fit.terms:
+        keep = [i for i, t in enumerate(owner) if t != term]
+        rss, rank = rss_rank(exog[:, keep])
+        out[term] = (max(rss - rss_full, 0.0), float(rank_full - rank))
+    return out
+
+
+def _rows(fit: MetricFit, alpha: float) -> list[dict[str, Any]]:
+    resid_df = fit.resid_df
+    ss_resid = float(fit.result.ssr)
+    notes = []
+    if fit.missing_cells:
+        notes.append(f"{fit.missing_cells} empty cells")
+    elif not fit.balanced:
+        notes.append("unbalanced")
+    if not fit.terms:
+        notes.append("no factor varies")
+    if resid_df <= 0:
+        notes.append("no residual df: F not defined")
+    use_type3 = fit.full_rank and resid_df > 0
+    if fit.dropped_terms:
+        names = ", ".join(":".join(t) for t in fit.dropped_terms)
+        notes.append(f"not estimable, left out: {names}")
+    if not fit.full_rank:
+        notes.append("rank-deficient design: extra-SS tests instead of Type III")
+    effects = _type3(fit) if use_type3 and fit.terms else _extra_ss(fit)
+    base = {
+        "dataset": fit.dataset,
+        "metric": fit.metric,
+        "model": fit.model,
+        "resid_df": resid_df,
+        "n": fit.n,
+        "cells": fit.cells,
+        "missing_cells": fit.missing_cells,
+        "balanced": fit.balanced,
+        "note": "; ".join(notes),
+    }
+    rows = []
+    for term in fit.terms or ((),):
+        ss, df = effects.get(term, (np.nan, 0.0))
+        if resid_df > 0 and df > 0 and ss_resid > 0:
+            f_value = (ss / df) / (ss_resid / resid_df)
+            p_value = float(stats.f.sf(f_value, df, resid_df))
+        else:
+            f_value = p_value = np.nan
+        denom = ss + ss_resid
+        rows.append(
+            {
+                **base,
+                "term": ":".join(term),
+                "df": int(df),
+                "ss": ss,
+                "F": f_value,
+                "p": p_value,
+                "partial_eta_sq": ss / denom if denom > 0 else np.nan,
+                "significant": bool(p_value < alpha) if np.isfinite(p_value) else False,
+            }
+        )
+    return rows
+
+
+ANOVA_COLUMNS: Final = (
+    "dataset", "metric", "model", "term", "df", "resid_df", "ss", "F", "p", "partial_eta_sq",
+    "significant", "n", "cells", "missing_cells", "balanced", "note",
+)  # fmt: skip
+
+
+def anova_table(
+    data: Results | pd.DataFrame,
+    metrics: tuple[str, ...] | list[str] | None = None,
+    alpha: float = ALPHA,
+) -> pd.DataFrame:
+    """The tidy ANOVA table: one row per dataset, metric and model term.
+
+    F and p are Type III (sum-to-zero contrasts), as SPSS reports them; `partial_eta_sq` is
+    SS_term / (SS_term + SS_resid). Flags: `balanced`, `n`, `cells`, `missing_cells`, `note`.
+    """
+    rows: list[dict[str, Any]] = []
+    with warnings.catch_warnings():
+        # A perfect fit (no residual df) makes statsmodels divide by zero; we report it instead.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for fit in fit_models(data, metrics):
+            rows += _rows(fit, alpha)
+    return pd.DataFrame(rows, columns=list(ANOVA_COLUMNS))

@@ -1,0 +1,244 @@
+"""Post hoc comparisons between factor levels, the thesis's ordering strings, residual checks.
+
+Tukey HSD between encoder levels at alpha = 0.01. SPSS's GLM post hoc tests (what the thesis ran)
+use the model's error term: its mean square error and residual df. statsmodels'
+`pairwise_tukeyhsd` uses a one-way error term instead, which in the factorial models would count
+the prior's large effect on the negative ELBO as noise. So by default (`error="model"`) we compute
+the Tukey-Kramer test from the fitted model's MSE and df with scipy's studentized range; with
+`error="oneway"` we call `pairwise_tukeyhsd` itself. For a one-way model (SVHN) the two agree.
+
+Orderings read like the thesis's: ascending means, `<` between neighbours that differ
+significantly, `&` between neighbours that do not: `L < PNL & RKS < NL`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multicomp import pairwise_tukeyhsd
+
+from rlv import columns as col
+from rlv.analysis.anova import ALPHA, MetricFit, fit_models
+from rlv.analysis.load import Results, trials_of
+from rlv.errors import RlvError
+
+ERROR_TERMS: Final = ("model", "oneway")
+
+POSTHOC_COLUMNS: Final = (
+    "dataset", "metric", "factor", "group1", "group2", "mean1", "mean2", "meandiff",
+    "lower", "upper", "p_adj", "reject", "error", "error_df",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _q_crit(alpha: float, k_levels: int, df: int) -> float:
+    # The studentized range's inverse is a slow numerical integral; models share few (k, df).
+    return float(stats.studentized_range.isf(alpha, k_levels, df))
+
+
+def _level_stats(fit: MetricFit, factor: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Levels (in order), observed marginal means and counts of `factor` in the fit's data."""
+    grouped = fit.data.groupby(factor, observed=True)["y"]
+    means, counts = grouped.mean(), grouped.size()
+    levels = [str(level) for level in means.index]
+    return levels, means.to_numpy(float), counts.to_numpy(float)
+
+
+def tukey_hsd(
+    fit: MetricFit, factor: str = col.ENCODER, alpha: float = ALPHA, error: str = "model"
+) -> pd.DataFrame:
+    """All pairs of `factor`'s levels for one fitted model: meandiff = mean2 - mean1."""
+    if error not in ERROR_TERMS:
+        raise RlvError(f"unknown error term {error!r}: use one of {', '.join(ERROR_TERMS)}")
+    if factor not in fit.factors:
+        return pd.DataFrame(columns=list(POSTHOC_COLUMNS))
+    levels, means, counts = _level_stats(fit, factor)
+    base = {"dataset": fit.dataset, "metric": fit.metric, "factor": factor, "error": error}
+    rows: list[dict[str, Any]] = []
+    if error == "oneway":
+        res = pairwise_tukeyhsd(fit.data["y"].to_numpy(float), fit.data[factor].astype(str), alpha)
+        for k, (i, j) in enumerate(zip(*res._multicomp.pairindices, strict=True)):
+            g1, g2 = str(res.groupsunique[i]), str(res.groupsunique[j])
+            rows.append(
+                {
+                    **base,
+                    "group1": g1,
+                    "group2": g2,
+                    "mean1": means[levels.index(g1)],
+                    "mean2": means[levels.index(g2)],
+                    "meandiff": float(res.meandiffs[k]),
+                    "lower": float(res.confint[k, 0]),
+                    "upper": float(res.confint[k, 1]),
+                    "p_adj": float(res.pvalues[k]),
+                    "reject": bool(res.reject[k]),
+                    "error_df": int(res.df_total),
+                }
+            )
+        return pd.DataFrame(rows, columns=list(POSTHOC_COLUMNS))
+    df = fit.resid_df
+    mse = float(fit.result.ssr) / df if df > 0 else np.nan
+    k_levels = len(levels)
+    q_crit = _q_crit(alpha, k_levels, df) if df > 0 else np.nan
+    for i, j in itertools.combinations(range(k_levels), 2):
+        diff = float(means[j] - means[i])
+        # Tukey-Kramer: the pair's standard error in studentized-range units.
+        se = np.sqrt(mse / 2.0 * (1.0 / counts[i] + 1.0 / counts[j]))
+        if np.isfinite(se) and se > 0:
+            p_adj = float(stats.studentized_range.sf(abs(diff) / se, k_levels, df))
+        else:
+            p_adj = np.nan
+        rows.append(
+            {
+                **base,
+                "group1": levels[i],
+                "group2": levels[j],
+                "mean1": float(means[i]),
+                "mean2": float(means[j]),
+                "meandiff": diff,
+                "lower": diff - q_crit * se,
+                "upper": diff + q_crit * se,
+                "p_adj": p_adj,
+                "reject": bool(p_adj < alpha) if np.isfinite(p_adj) else False,
+                "error_df": df,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(POSTHOC_COLUMNS))
+
+
+def posthoc_table(
+    data: Results | pd.DataFrame,
+    metrics: tuple[str, ...] | list[str] | None = None,
+    factor: str = col.ENCODER,
+    alpha: float = ALPHA,
+    error: str = "model",
+) -> pd.DataFrame:
+    """Tukey HSD between the levels of `factor` per dataset and metric (tidy: one row a pair)."""
+    frames = [tukey_hsd(fit, factor, alpha, error) for fit in fit_models(data, metrics)]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=list(POSTHOC_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def ordering_string(
+    means: Mapping[str, float],
+    differ: Iterable[tuple[str, str] | frozenset[str]],
+    descending: bool = False,
+) -> str:
+    """`L < PNL & RKS < NL`: levels by mean, `<` (or `>`) where neighbours differ, else `&`.
+
+    `differ` holds the pairs (either order) that differ significantly.
+    """
+    pairs = {frozenset(p) for p in differ}
+    order = sorted(means, key=lambda lvl: means[lvl], reverse=descending)
+    if not order:
+        return ""
+    sign = " > " if descending else " < "
+    text = order[0]
+    for prev, level in itertools.pairwise(order):
+        text += (sign if frozenset((prev, level)) in pairs else " & ") + level
+    return text
+
+
+def ordering_groups(ordering: str) -> list[frozenset[str]]:
+    """`L < PNL & RKS < NL` -> [{L}, {PNL, RKS}, {NL}] in ascending order (`>` is reversed)."""
+    descending = ">" in ordering
+    parts = ordering.split(">" if descending else "<")
+    groups = [frozenset(p.strip() for p in part.split("&")) for part in parts]
+    return groups[::-1] if descending else groups
+
+
+def _consistent(groups: list[frozenset[str]], pairs: set[frozenset[str]]) -> bool:
+    """Whether the ordering's groups say exactly what the pairwise tests say."""
+    where = {lvl: i for i, g in enumerate(groups) for lvl in g}
+    return all(
+        (where[a] != where[b]) == (frozenset((a, b)) in pairs)
+        for a, b in itertools.combinations(where, 2)
+    )
+
+
+def ordering_table(posthoc: pd.DataFrame) -> pd.DataFrame:
+    """One ordering string per dataset, metric and factor, from `posthoc_table`'s pairs.
+
+    `consistent` is False when the tests are not transitive (A ~ B, B ~ C, but A < C): the
+    string then joins such levels with `&` and the pairwise table is the better summary.
+    `ordering` is None where nothing could be tested (a model without residual df).
+    """
+    rows = []
+    keys = ["dataset", "metric", "factor"]
+    for (dataset, metric, factor), pairs in posthoc.groupby(keys, sort=False):
+        means = dict(zip(pairs["group1"], pairs["mean1"], strict=True))
+        means.update(zip(pairs["group2"], pairs["mean2"], strict=True))
+        sig = pairs[pairs["reject"].astype(bool)]
+        differ = {frozenset(p) for p in zip(sig["group1"], sig["group2"], strict=True)}
+        testable = bool(pairs["p_adj"].notna().any())  # no residual df: nothing was tested
+        text = ordering_string(means, differ) if testable else None
+        rows.append(
+            {
+                "dataset": dataset,
+                "metric": metric,
+                "factor": factor,
+                "ordering": text,
+                "consistent": _consistent(ordering_groups(text), differ) if text else None,
+            }
+        )
+    return pd.DataFrame(rows, columns=[*keys, "ordering", "consistent"])
+
+
+def _cells(fit: MetricFit) -> list[np.ndarray]:
+    if not fit.factors:
+        return [fit.data["y"].to_numpy(float)]
+    groups = fit.data.groupby(list(fit.factors), observed=True)["y"]
+    return [g.to_numpy(float) for _, g in groups if len(g) >= 2]
+
+
+def residual_checks(
+    data: Results | pd.DataFrame,
+    metrics: tuple[str, ...] | list[str] | None = None,
+    alpha: float = ALPHA,
+) -> pd.DataFrame:
+    """The ANOVA's assumptions per dataset and metric: Levene across cells, Shapiro-Wilk on
+    the model's residuals.
+
+    Levene centres on the mean, as SPSS's GLM does. `homoscedastic`/`normal` are p >= alpha.
+    """
+    rows = []
+    for fit in fit_models(trials_of(data), metrics):
+        cells = _cells(fit)
+        resid = np.asarray(fit.result.resid, dtype=float)
+        with warnings.catch_warnings():
+            # Constant cells (zero spread) make both statistics undefined: report NaN.
+            warnings.simplefilter("ignore")
+            if len(cells) >= 2:
+                levene = stats.levene(*cells, center="mean")
+                lev_w, lev_p = float(levene.statistic), float(levene.pvalue)
+            else:
+                lev_w = lev_p = np.nan
+            if len(resid) >= 3 and np.ptp(resid) > 1e-12 * max(1.0, np.abs(resid).max()):
+                shapiro = stats.shapiro(resid)
+                sw_w, sw_p = float(shapiro.statistic), float(shapiro.pvalue)
+            else:
+                sw_w = sw_p = np.nan
+        rows.append(
+            {
+                "dataset": fit.dataset,
+                "metric": fit.metric,
+                "model": fit.model,
+                "n": fit.n,
+                "levene_cells": len(cells),
+                "levene_W": lev_w,
+                "levene_p": lev_p,
+                "homoscedastic": bool(lev_p >= alpha) if np.isfinite(lev_p) else None,
+                "shapiro_W": sw_w,
+                "shapiro_p": sw_p,
+                "normal": bool(sw_p >= alpha) if np.isfinite(sw_p) else None,
+            }
+        )
+    return pd.DataFrame(rows)

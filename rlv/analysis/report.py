@@ -1,0 +1,270 @@
+"""`write_report`: the whole analysis of a store as files, for `rlv analyze` and for sharing.
+
+Writes into `out`: report.md, a self-contained report.html, anova.csv (the tidy ANOVA table),
+posthoc.csv, orderings.csv, checks.csv, thesis_comparison.csv, tables/*.csv, plots/*.png and
+images/ (the trials' own PNGs, per cell the first seed's). Prints nothing; logs progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+import rlv
+from rlv import columns as col
+from rlv.analysis.anova import anova_table
+from rlv.analysis.design import DEFAULT_METRICS
+from rlv.analysis.labels import metric_label, present_levels
+from rlv.analysis.load import Results, load_store
+from rlv.analysis.plots import image_cells, interaction_plot, learning_curves
+from rlv.analysis.posthoc import ordering_table, posthoc_table, residual_checks
+from rlv.analysis.render import (
+    Block,
+    Heading,
+    Para,
+    Picture,
+    PictureGrid,
+    Table,
+    to_html,
+    to_markdown,
+)
+from rlv.analysis.tables import cell_tables, select_dataset
+from rlv.analysis.thesis import compare_orderings, thesis_comparison
+from rlv.errors import RlvError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where `write_report` put each output (all inside `out`)."""
+
+    out: Path
+    markdown: Path
+    html: Path
+    anova: Path
+    posthoc: Path
+    orderings: Path
+    checks: Path
+    comparison: Path
+    tables: tuple[Path, ...]
+    plots: tuple[Path, ...]
+    images: tuple[Path, ...]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+def _fmt(frame: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """Floats as fixed-point text (missing: empty), everything else as is."""
+    out = frame.copy()
+    for name in out.columns:
+        if pd.api.types.is_float_dtype(out[name]):
+            out[name] = [f"{v:.{digits}f}" if np.isfinite(v) else "" for v in out[name]]
+    return out
+
+
+def _p(value: float) -> str:
+    # The thesis writes "p < .000"; "< .001" says the same without claiming p = 0.
+    if not np.isfinite(value):
+        return ""
+    return "< .001" if value < 0.001 else f"{value:.3f}"
+
+
+def _anova_display(anova: pd.DataFrame) -> pd.DataFrame:
+    """The thesis's reporting: F(df, resid df) = value, p, partial eta squared, flags."""
+    return pd.DataFrame(
+        {
+            "metric": anova["metric"],
+            "model": anova["model"],
+            "term": anova["term"],
+            "F": [
+                f"F({d}, {r}) = {f:.2f}" if np.isfinite(f) else f"F({d}, {r}) undefined"
+                for d, r, f in zip(anova["df"], anova["resid_df"], anova["F"], strict=True)
+            ],
+            "p": [_p(p) for p in anova["p"]],
+            "partial eta sq": [
+                f"{e:.3f}" if np.isfinite(e) else "" for e in anova["partial_eta_sq"]
+            ],
+            "n": anova["n"],
+            "note": anova["note"],
+        }
+    )
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _datasets(results: Results) -> list[str]:
+    return present_levels(results.trials[col.DATASET]) if col.DATASET in results.trials else []
+
+
+def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, pd.DataFrame]:
+    """ANOVA, post hoc, orderings, checks and the thesis comparison: CSVs and report blocks."""
+    try:
+        anova = anova_table(results)
+        posthoc = posthoc_table(results)
+        checks = residual_checks(results)
+    except RlvError as exc:  # e.g. no metric has values yet: the report still shows the rest
+        logger.warning("no statistics: %s", exc)
+        blocks.append(Para(f"No statistics: {exc}"))
+        anova, posthoc, checks = pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+    orderings = compare_orderings(ordering_table(posthoc)) if not posthoc.empty else pd.DataFrame()
+    comparison = thesis_comparison(results)
+    frames = {
+        "anova": anova,
+        "posthoc": posthoc,
+        "orderings": orderings,
+        "checks": checks,
+        "thesis_comparison": comparison,
+    }
+    for name, frame in frames.items():
+        frame.to_csv(out / f"{name}.csv", index=False)
+    for dataset in sorted(set(anova["dataset"])) if not anova.empty else []:
+        blocks.append(Heading(f"ANOVA ({dataset}, Type III, alpha = 0.01)", 2))
+        blocks.append(Table(_anova_display(anova[anova["dataset"] == dataset])))
+    if not orderings.empty:
+        blocks.append(Heading("Post hoc orderings (Tukey HSD, alpha = 0.01)", 2))
+        blocks.append(Para("Ascending means; '&' joins levels that do not differ significantly."))
+        blocks.append(Table(orderings))
+    if not checks.empty:
+        blocks.append(Heading("Assumption checks", 2))
+        blocks.append(Para("Levene (mean-centred) across cells; Shapiro-Wilk on model residuals."))
+        blocks.append(Table(_fmt(checks, 3)))
+    if not comparison.empty:
+        blocks.append(Heading("Comparison with the thesis", 2))
+        # In the thesis's table order (5.1, 5.2, ...), not alphabetically by metric.
+        ordered = comparison.sort_values(["dataset", "table"], kind="stable")
+        groups = ordered.groupby(["dataset", "metric"], observed=True, sort=False)
+        for (dataset, metric), part in groups:
+            shown = _fmt(part.drop(columns=["dataset", "metric"]))
+            blocks.append(Table(shown, caption=f"{dataset}: {metric_label(str(metric))}"))
+    return frames
+
+
+def _tables(results: Results, out: Path, blocks: list[Block]) -> list[Path]:
+    paths = []
+    blocks.append(Heading("Cell means and standard deviations", 2))
+    for name, table in cell_tables(results).items():
+        path = out / "tables" / f"{_safe(name)}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path)
+        paths.append(path)
+        metric = name.split("_", 1)[1] if "_" in name else name
+        digits = 0 if metric in ("n", col.TRAINABLE_PARAMS) else 2
+        blocks.append(Table(_fmt(table, digits), caption=f"{name} ({metric_label(metric)})"))
+    return paths
+
+
+def _plots(results: Results, out: Path, blocks: list[Block]) -> list[Path]:
+    paths = []
+    blocks.append(Heading("Plots", 2))
+    for dataset in _datasets(results):
+        part = select_dataset(results.trials, dataset)
+        for metric in DEFAULT_METRICS:
+            if metric in part and part[metric].notna().any():
+                path = _save(
+                    interaction_plot(part, metric), out / "plots" / f"{dataset}_{metric}.png"
+                )
+                paths.append(path)
+                blocks.append(Picture(path, f"{dataset}: {metric_label(metric)}"))
+        epochs = results.epochs
+        if col.DATASET in epochs and (epochs[col.DATASET].astype(str) == dataset).any():
+            fig = learning_curves(select_dataset(epochs, dataset))
+            path = _save(fig, out / "plots" / f"{dataset}_learning_curves.png")
+            paths.append(path)
+            blocks.append(Picture(path, f"{dataset}: learning curves (mean over seeds)"))
+    return paths
+
+
+def _images(results: Results, out: Path, blocks: list[Block]) -> list[Path]:
+    """Copy each cell's first-seed PNGs into out/images and lay them out like tables 5.7-5.9."""
+    paths: list[Path] = []
+    blocks.append(Heading("Images (per cell, the lowest seed)", 2))
+    for dataset in _datasets(results):
+        trials = select_dataset(results.trials, dataset)
+        encoders = present_levels(trials[col.ENCODER])
+        for kind in col.IMAGE_COLUMNS:
+            if kind not in trials or trials[kind].isna().all():
+                continue
+            grid: dict[str, list[Path | None]] = {}
+            for key, encoder, rel in image_cells(trials, kind):
+                label = " / ".join(key)
+                row = grid.setdefault(label, [None] * len(encoders))
+                if rel is None:
+                    continue
+                target = out / "images" / dataset / kind / f"{_safe('-'.join([*key, encoder]))}.png"
+                try:
+                    data = results.image(rel)
+                except RlvError as exc:
+                    logger.warning("%s", exc)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+                row[encoders.index(encoder)] = target
+                paths.append(target)
+            caption = f"{dataset}: {kind.removeprefix('image_')}"
+            rows = tuple((label, tuple(cells)) for label, cells in grid.items())
+            blocks.append(PictureGrid(tuple(encoders), rows, caption))
+    return paths
+
+
+def write_report(
+    store: str | os.PathLike[str], out: str | os.PathLike[str], sweep: str | None = None
+) -> ReportPaths:
+    """Analyse a store (one sweep or all) and write the report files into `out`."""
+    results = load_store(store, sweep)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials = results.trials
+    counts = (
+        ", ".join(f"{d} {n}" for d, n in trials[col.DATASET].value_counts(sort=False).items())
+        if col.DATASET in trials
+        else ""
+    )
+    title = f"rlv report: {os.fspath(store)}" + (f" (sweep {sweep})" if sweep else "")
+    blocks: list[Block] = [
+        Heading(title, 1),
+        Para(
+            f"Sweeps: {', '.join(results.sweeps)}. Trials: {len(trials)} ({counts}). "
+            f"Generated by rlv {rlv.__version__} on "
+            f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}."
+        ),
+    ]
+    logger.info("report: tables")
+    tables = _tables(results, out_dir, blocks)
+    logger.info("report: statistics")
+    _statistics(results, out_dir, blocks)
+    logger.info("report: plots")
+    plots = _plots(results, out_dir, blocks)
+    logger.info("report: images")
+    images = _images(results, out_dir, blocks)
+    markdown, page = out_dir / "report.md", out_dir / "report.html"
+    markdown.write_text(to_markdown(blocks, out_dir), encoding="utf-8")
+    page.write_text(to_html(blocks, title), encoding="utf-8")
+    logger.info("report written to %s", out_dir)
+    return ReportPaths(
+        out=out_dir,
+        markdown=markdown,
+        html=page,
+        anova=out_dir / "anova.csv",
+        posthoc=out_dir / "posthoc.csv",
+        orderings=out_dir / "orderings.csv",
+        checks=out_dir / "checks.csv",
+        comparison=out_dir / "thesis_comparison.csv",
+        tables=tuple(tables),
+        plots=tuple(plots),
+        images=tuple(images),
+    )

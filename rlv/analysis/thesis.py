@@ -1,0 +1,122 @@
+"""The thesis's published numbers, and measured results put next to them.
+
+`data/thesis_mnist.csv` holds tables 5.1-5.5 of "Who Needs an Encoder?" (VU Amsterdam, 2021):
+the per-cell mean and std over 5 seeds of the test negative ELBO, RT, RE, the FID and the seconds
+per epoch (24 cells x 5 metrics). `data/thesis_svhn.csv` holds table 5.10 (SVHN, conv x flow6,
+4 encoders x the same 5 metrics). Both were transcribed from the thesis text and checked twice;
+their header comments say so. Table 5.6 (trainable weights) is left out: SPEC.md explains why it
+cannot be reproduced from the architecture.
+
+`THESIS_ORDERINGS` holds the post hoc orderings the thesis states in its text (chapter 5).
+Measured RT differs from the thesis's for flow priors unless the sweep used the thesis's objective
+variant (SPEC.md, "The thesis's metric conventions"); the comparison keeps `objective` as a column
+when the results have one, so both can be compared.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Final
+
+import pandas as pd
+
+from rlv import columns as col
+from rlv.analysis.load import Results, categorize, trials_of
+from rlv.analysis.posthoc import ordering_groups
+
+CELL_KEYS: Final = (col.DATASET, col.LAYER, col.PRIOR, col.ENCODER)
+_FILES: Final = ("thesis_mnist.csv", "thesis_svhn.csv")
+
+# (dataset, metric, factor) -> the ordering as the thesis wrote it.
+THESIS_ORDERINGS: Final[dict[tuple[str, str, str], str]] = {
+    ("mnist", col.TEST_NEG_ELBO, col.ENCODER): "L < PNL < RKS < NL",
+    ("mnist", col.TEST_RT, col.ENCODER): "L & PNL > NL > RKS",
+    ("mnist", col.TEST_RE, col.ENCODER): "L < PNL < RKS < NL",
+    ("mnist", col.FID, col.ENCODER): "L < PNL < RKS < NL",
+    ("mnist", col.FID, col.PRIOR): "flow6 < flow2 < normal",
+    ("mnist", col.EPOCH_TIME_S, col.ENCODER): "RKS < NL < PNL < L",
+    ("svhn", col.TEST_NEG_ELBO, col.ENCODER): "L < PNL < RKS < NL",
+    ("svhn", col.TEST_RT, col.ENCODER): "NL & PNL & L > RKS",
+    ("svhn", col.TEST_RE, col.ENCODER): "L < PNL & RKS < NL",
+    ("svhn", col.FID, col.ENCODER): "L & PNL & RKS < NL",
+    ("svhn", col.EPOCH_TIME_S, col.ENCODER): "RKS < NL < PNL < L",
+}
+
+
+@functools.cache
+def _read_all() -> pd.DataFrame:
+    frames = []
+    for name in _FILES:
+        with resources.files("rlv.analysis").joinpath("data", name).open("r") as handle:
+            # `table` as text: "5.10" must not become the float 5.1.
+            frames.append(pd.read_csv(handle, comment="#", dtype={"table": str}))
+    return categorize(pd.concat(frames, ignore_index=True))
+
+
+def thesis_table(dataset: str | None = None) -> pd.DataFrame:
+    """The published cell means and stds, long format: dataset, layer, prior, encoder, metric, mean,
+    std, table (the thesis's table number). One dataset, or both when None."""
+    table = _read_all().copy()
+    if dataset is not None:
+        table = table[table[col.DATASET].astype(str) == dataset].reset_index(drop=True)
+    return table
+
+
+def thesis_comparison(
+    data: Results | pd.DataFrame, metrics: tuple[str, ...] | list[str] | None = None
+) -> pd.DataFrame:
+    """Measured cell means next to the thesis's: one row per measured cell and published metric.
+
+    Columns: dataset, layer, prior, encoder (and objective when the results have it), metric,
+    mean, std, n (measured over seeds), thesis_mean, thesis_std, difference (= mean - thesis_mean),
+    table. Cells or metrics the thesis did not publish are left out.
+    """
+    trials = trials_of(data)
+    published = thesis_table()
+    wanted = [
+        m
+        for m in (metrics if metrics is not None else published["metric"].unique())
+        if m in trials and trials[m].notna().any()
+    ]
+    keys = [k for k in CELL_KEYS if k in trials]
+    if col.OBJECTIVE in trials:
+        keys.append(col.OBJECTIVE)
+    columns = [*keys, "metric", "mean", "std", "n", "thesis_mean", "thesis_std", "difference"]
+    if not wanted or len(keys) < len(CELL_KEYS):
+        return pd.DataFrame(columns=[*columns, "table"])
+    measured = (
+        trials.melt(id_vars=keys, value_vars=wanted, var_name="metric")
+        .dropna(subset=["value"])
+        .groupby([*keys, "metric"], observed=True)["value"]
+        .agg(mean="mean", std="std", n="count")
+        .reset_index()
+    )
+    for key in CELL_KEYS:  # merge on text: the two sides' categories differ
+        measured[key] = measured[key].astype(str)
+        published[key] = published[key].astype(str)
+    published = published.rename(columns={"mean": "thesis_mean", "std": "thesis_std"})
+    merged = measured.merge(published, on=[*CELL_KEYS, "metric"], how="inner")
+    merged["difference"] = merged["mean"] - merged["thesis_mean"]
+    merged = categorize(merged)
+    return merged.sort_values([*keys, "metric"], ignore_index=True)[[*columns, "table"]]
+
+
+def _same_ordering(ours: str, theirs: str) -> bool:
+    """Same groups in the same ascending order (within a group, order does not matter)."""
+    return ordering_groups(ours) == ordering_groups(theirs)
+
+
+def compare_orderings(orderings: pd.DataFrame) -> pd.DataFrame:
+    """`posthoc.ordering_table` plus the thesis's ordering and whether ours matches it."""
+    out = orderings.copy()
+    published = [
+        THESIS_ORDERINGS.get((str(d), str(m), str(f)))
+        for d, m, f in zip(out["dataset"], out["metric"], out["factor"], strict=True)
+    ]
+    out["thesis_ordering"] = published
+    out["matches_thesis"] = [
+        _same_ordering(ours, theirs) if theirs and isinstance(ours, str) and ours else None
+        for ours, theirs in zip(out["ordering"], published, strict=True)
+    ]
+    return out
