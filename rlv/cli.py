@@ -104,6 +104,98 @@ def bench(
                   epochs=epochs, train_size=train_size, precisions=precisions.split(","), log=echo)
 
 
+def _load_sweep(sweep: str):  # type: ignore[no-untyped-def]
+    from rlv.sweep import load_sweep
+
+    return load_sweep(sweep)
+
+
+@app.command()
+def check(sweep: Annotated[str, typer.Argument(help="Sweep name (sweeps/NAME.yaml) or path.")]) -> None:
+    """Validate a sweep file without running it: trial count and resources."""
+    spec = _load_sweep(sweep)
+    trials = spec.trials()
+    factors = ", ".join(f"{k} {len(v)}" for k, v in spec.factors.items())
+    echo(f"sweep {spec.name}: OK, {len(trials)} trials ({factors}, seeds {len(spec.seeds)})")
+    gpu = spec.resources.gpu
+    echo(f"each trial asks for {spec.resources.cpu:g} CPU and "
+         f"{'0.25 GPU where the cluster has GPUs, else none' if gpu == 'auto' else f'{gpu:g} GPU'}")
+    first = trials[0]
+    echo(f"epochs {first.train.epochs}, FID samples {first.eval.fid_samples}, "
+         f"max failures {spec.max_failures}, store {spec.store}")
+    echo(f"trials: {trials[0].name} ... {trials[-1].name}")
+
+
+@app.command()
+def launch(
+    sweep: Annotated[str | None, typer.Argument(
+        help="Sweep name or path (default: quick locally, thesis-mnist on a cluster).")] = None,
+    cluster: Annotated[Path | None, typer.Option(
+        help="Ray cluster-launcher config: bring it up and submit the sweep as a Ray Job.")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="Ray to use: host:port or auto joins as a driver; http://HEAD:8265 submits a Job.")] = None,
+    store: Annotated[str | None, typer.Option(help="Store folder or URI (overrides the sweep's).")] = None,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs of the embedded local Ray.")] = None,
+    num_gpus: Annotated[float | None, typer.Option(help="GPUs of the embedded local Ray.")] = None,
+    sweep_json: Annotated[str | None, typer.Option(hidden=True)] = None,  # how a Ray Job gets it
+) -> None:
+    """Run a sweep's grid x seeds as Ray Tune trials into the Parquet store (rerun to resume)."""
+    remote = cluster is not None or (address or "").startswith(("http://", "https://"))
+    name = sweep or ("thesis-mnist" if remote else "quick")
+    if sweep_json is not None:
+        from rlv.sweep import parse_sweep
+
+        spec = parse_sweep(json.loads(sweep_json), source="--sweep-json")
+    else:
+        spec = _load_sweep(name)
+    if remote:
+        from rlv.cluster import submit_sweep
+
+        code = submit_sweep(spec, sweep_arg=name, cluster=cluster, address=address, store=store,
+                            echo=echo)
+        raise typer.Exit(code)
+    from rlv.launch import LaunchOptions, run_sweep
+
+    outcome = run_sweep(spec, LaunchOptions(store=store, address=address, num_cpus=num_cpus,
+                                            num_gpus=num_gpus), echo)
+    n = len(outcome.finished) + len(outcome.failed)
+    echo(f"sweep {outcome.sweep}: {len(outcome.finished)}/{n} trials finished in "
+         f"{outcome.wall_s:.0f} s (trials' own time: {outcome.trial_s:.0f} s)")
+    echo(f"store: {outcome.store}  (pandas: pd.read_parquet('{outcome.store}/trials'))")
+    if outcome.failed:
+        for trial, error in sorted(outcome.failed.items()):
+            echo(f"FAILED {trial}: {error}")
+        echo("rerun the same command to retry the failed trials from their last checkpoints")
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    sweep: Annotated[str, typer.Argument(help="Sweep name or path.")] = "quick",
+    store: Annotated[str | None, typer.Option(help="Store folder or URI (overrides the sweep's).")] = None,
+) -> None:
+    """Finished, running, failed and pending trials of a sweep, and where its store is."""
+    from rlv.launch import LaunchOptions, resolve_store
+    from rlv.status import sweep_status
+
+    spec = _load_sweep(sweep)
+    for line in sweep_status(spec, resolve_store(spec, LaunchOptions(store=store))).lines():
+        echo(line)
+
+
+@app.command()
+def analyze(
+    store: Annotated[str, typer.Argument(help="Store folder or URI.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.html and the CSVs.")],
+    sweep: Annotated[str | None, typer.Option(help="Analyse this sweep only.")] = None,
+) -> None:
+    """The thesis's tables, ANOVAs and plots from a store, as a Markdown and HTML report."""
+    from rlv.analysis import write_report
+
+    paths = write_report(store, out, sweep=sweep)
+    echo(f"wrote {paths.markdown}, {paths.html} and {paths.anova}")
+
+
 def main() -> None:
     """Entry point: one line per user mistake, never a traceback for one."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -87,14 +87,15 @@ class TrialConfig:
         """The trial's id: given, or `encoder-layer-prior[-objective]-sSEED`."""
         if self.trial_id:
             return self.trial_id
-        return default_trial_id(self)
+        return trial_name(self, ("objective",) if self.train.objective != "elbo" else ())
 
 
-def default_trial_id(cfg: TrialConfig, with_objective: bool = False, with_dataset: bool = False) -> str:
+def trial_name(cfg: TrialConfig, extra: tuple[str, ...] = ()) -> str:
+    """`NL-conv-flow6-s3`; `extra` adds the levels of "dataset" (first) or "objective"."""
     parts = [cfg.model.encoder, cfg.model.layer, cfg.model.prior]
-    if with_objective or cfg.train.objective != "elbo":
+    if "objective" in extra:
         parts.append(cfg.train.objective)
-    if with_dataset:
+    if "dataset" in extra:
         parts.insert(0, cfg.data.dataset)
     return "-".join(parts) + f"-s{cfg.seed}"
 
@@ -139,7 +140,7 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     unknown = sorted(set(data) - fields)
     if unknown:
         raise RlvError(
-            f"unknown setting {prefix}{unknown[0]!r}; allowed: {', '.join(sorted(fields))}"
+            f"unknown setting '{prefix}{unknown[0]}'; allowed: {', '.join(sorted(fields))}"
         )
     kwargs = {key: _check_value(prefix + key, value, hints[key]) for key, value in data.items()}
     return cls(**kwargs)

@@ -1,0 +1,174 @@
+"""Driver-side Tune callbacks: the store writer, the sweep's status file, and terminal progress.
+
+Results flow one way: trial -> Tune -> these callbacks -> the store. Epoch rows are held per trial
+until a report says they are committed (a checkpoint covers them, or the trial finished); if the
+trial fails first, they are dropped, because the retry re-runs those epochs from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from rlv import columns as col
+from rlv.store import StoreWriter, write_status
+from rlv.trainable import COMMITTED_KEY, EPOCH_KEY, IMAGES_KEY, ROW_KEY, decode_images
+
+HEARTBEAT_S = 5.0  # the status file is rewritten at most this often, except on trial events
+
+
+def _error_line(trial: Trial) -> str:
+    """The last non-empty line of the trial's error (the exception and its message)."""
+    text = ""
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        if path and os.path.exists(path):
+            with open(path) as f:
+                text = f.read()
+    except OSError:
+        text = ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "failed (no error message recorded)"
+
+
+class StoreCallback(Callback):
+    """Writes epoch rows, trial rows and images through one StoreWriter; keeps the status file."""
+
+    def __init__(self, store: str, sweep: str) -> None:
+        self.store = store
+        self.sweep = sweep
+        self._writer: StoreWriter | None = None
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._last_status = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
+        return {"store": self.store, "sweep": self.sweep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["store"], state["sweep"])  # type: ignore[misc]
+
+    @property
+    def writer(self) -> StoreWriter:
+        if self._writer is None:
+            self._writer = StoreWriter(self.store, self.sweep)
+        return self._writer
+
+    def setup(self, **info: Any) -> None:
+        self.writer  # noqa: B018  (load the store's keys before the first result)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict[str, Any], **info: Any) -> None:
+        key = trial.trial_id
+        if EPOCH_KEY in result:
+            self._pending.setdefault(key, []).append(result[EPOCH_KEY])
+        if result.get(COMMITTED_KEY):
+            self.writer.write_epochs(self._pending.pop(key, []))
+        if ROW_KEY in result:
+            self.writer.write_trial(result[ROW_KEY], decode_images(result[IMAGES_KEY]))
+        self._write_status(trials)
+
+    def _drop(self, trial: Trial) -> None:
+        self._pending.pop(trial.trial_id, None)
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
+        self._drop(trial)
+        self._write_status(trials, force=True)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
+        self._drop(trial)
+        self._write_status(trials, force=True)
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
+        self._write_status(trials, force=True)
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                          **info: Any) -> None:
+        self._write_status(trials, force=True)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self._write_status(trials, force=True, ended=True)
+
+    def _write_status(self, trials: list[Trial], force: bool = False, ended: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last_status < HEARTBEAT_S:
+            return
+        self._last_status = now
+        entries = {}
+        for t in trials:
+            last = t.last_result or {}
+            entry: dict[str, Any] = {"status": t.status, "epoch": last.get("epoch", 0),
+                                     "attempts": t.num_failures + 1}
+            if t.status == Trial.ERROR:
+                entry["error"] = _error_line(t)
+            entries[str(t)] = entry
+        status = {"sweep": self.sweep, "updated_at": datetime.now(UTC).isoformat(),
+                  "ended": ended, "driver": f"{socket.gethostname()}:{os.getpid()}",
+                  "trials": entries}
+        write_status(self.store, self.sweep, status)
+
+
+class ProgressCallback(Callback):
+    """One line per event in the terminal; a running trial's epochs at most every `every_s`."""
+
+    def __init__(self, total: int, echo: Callable[[str], None], every_s: float = 30.0) -> None:
+        self.total = total
+        self.echo = echo
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._started = time.monotonic()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"total": self.total, "every_s": self.every_s}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["total"], print, state["every_s"])  # type: ignore[misc]
+
+    def _counts(self, trials: list[Trial]) -> str:
+        done = sum(t.status == Trial.TERMINATED for t in trials)
+        running = sum(t.status == Trial.RUNNING for t in trials)
+        failed = sum(t.status == Trial.ERROR for t in trials)
+        elapsed = time.monotonic() - self._started
+        return f"[{done}/{self.total} done, {running} running, {failed} failed, {elapsed:.0f} s]"
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
+        self.echo(f"{self._counts(trials)} {trial} started")
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict[str, Any], **info: Any) -> None:
+        if ROW_KEY in result:
+            return
+        row, now = result.get(EPOCH_KEY, {}), time.monotonic()
+        name = str(trial)
+        if now - self._last.get(name, 0.0) >= self.every_s:
+            self._last[name] = now
+            self.echo(f"{self._counts(trials)} {name} epoch {row.get(col.EPOCH)}: neg ELBO "
+                      f"{row.get(col.TRAIN_NEG_ELBO, float('nan')):.3f}  "
+                      f"{row.get(col.EPOCH_TIME_S, 0.0):.2f} s/epoch")
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                          **info: Any) -> None:
+        row = (trial.last_result or {}).get(ROW_KEY, {})
+        fid = row.get(col.FID)
+        fid_text = f"FID {fid:.1f}" if isinstance(fid, float) and fid == fid else "FID skipped"
+        self.echo(f"{self._counts(trials)} {trial} finished in {row.get(col.TRIAL_SECONDS, 0):.0f} s: "
+                  f"test neg ELBO {row.get(col.TEST_NEG_ELBO, float('nan')):.3f}, {fid_text}")
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
+        self.echo(f"{self._counts(trials)} {trial} failed (attempt {trial.num_failures}); "
+                  f"retrying from its last checkpoint: {_error_line(trial)}")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
+        self.echo(f"{self._counts(trials)} {trial} FAILED: {_error_line(trial)}")

@@ -1,0 +1,159 @@
+"""The cluster path of `rlv launch`: bring a cloud cluster up and run the sweep on it as a Ray Job.
+
+    rlv launch [SWEEP] --cluster cluster.yaml   ray up, forward the dashboard over SSH, submit
+    rlv launch [SWEEP] --address http://H:8265  submit to a running cluster's Jobs API
+
+The job runs `python -m rlv.cli launch --sweep-json SPEC --address auto` on the head, i.e. the local path of
+launch.py against the cluster's own Ray, with this project folder as its working_dir. The job's
+logs stream here; Ctrl-C stops the streaming, not the job (`ray job stop ID` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlv.errors import RlvError
+from rlv.sweep import SweepSpec
+
+DASHBOARD_PORT = 8265
+# what the job's working_dir upload leaves out (Ray caps a working_dir at a few hundred MB)
+UPLOAD_EXCLUDES = [".venv", ".git", "results", "runs", "**/__pycache__", "*.npy", "*.pt",
+                   ".mypy_cache", ".ruff_cache", ".pytest_cache"]
+
+
+def project_root() -> Path:
+    """The folder holding rlv/ and sweeps/: what the job's working_dir uploads."""
+    return Path(__file__).resolve().parent.parent
+
+
+def validate_cluster_config(path: Path) -> dict[str, Any]:
+    """Ray's own schema check of a cluster-launcher config (offline), as an RlvError on failure."""
+    if not path.exists():
+        raise RlvError(f"cluster config {path} does not exist")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RlvError(f"{path}: not valid YAML: {exc}") from None
+    from ray.autoscaler._private.util import validate_config
+
+    try:
+        validate_config(config)
+    except Exception as exc:  # jsonschema's ValidationError or ValueError
+        first = str(exc).splitlines()[0]
+        raise RlvError(f"{path} fails Ray's cluster config schema: {first}") from None
+    return config  # type: ignore[no-any-return]
+
+
+def use_token_auth() -> None:
+    """Talk to token-authenticated clusters (Ray 2.60's default) with this machine's token."""
+    token = Path.home() / ".ray" / "auth_token"
+    if "RAY_AUTH_MODE" not in os.environ and (token.exists() or os.environ.get("RAY_AUTH_TOKEN")):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def ensure_token() -> None:
+    """Create ~/.ray/auth_token if missing: cluster.yaml mounts it on every node."""
+    if not (Path.home() / ".ray" / "auth_token").exists():
+        subprocess.run(["ray", "get-auth-token", "--generate"], check=True,
+                       capture_output=True, text=True)
+
+
+def wait_for_dashboard(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
+                return
+        except urllib.error.HTTPError:  # it answers (401 without a token): it is up
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise RlvError(f"the Ray dashboard at {url} does not answer ({exc}); is the "
+                               "cluster up and the address right?") from None
+            time.sleep(2)
+
+
+def bring_up(cluster: Path, echo: Callable[[str], None]) -> tuple[str, subprocess.Popen[bytes]]:
+    """`ray up` the cluster and forward its dashboard to localhost; (dashboard URL, forwarder)."""
+    validate_cluster_config(cluster)
+    ensure_token()
+    from ray.autoscaler.sdk import create_or_update_cluster
+
+    echo(f"bringing up the cluster of {cluster} (ray up; minutes on a cold start)")
+    try:
+        create_or_update_cluster(str(cluster), no_restart=False, restart_only=False,
+                                 no_config_cache=False)
+    except Exception as exc:
+        raise RlvError(f"ray up {cluster} failed: {str(exc).splitlines()[0]}") from None
+    forwarder = subprocess.Popen(["ray", "dashboard", str(cluster), "--port", str(DASHBOARD_PORT)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{DASHBOARD_PORT}"
+    wait_for_dashboard(url, timeout_s=120)
+    echo(f"Ray dashboard: {url} (an SSH tunnel; later: `ray dashboard {cluster}`)")
+    return url, forwarder
+
+
+def entrypoint(spec: SweepSpec, store: str | None) -> str:
+    """The job's command: the sweep travels as JSON, so the cluster runs what was checked here."""
+    command = ["python", "-m", "rlv.cli", "launch", "--sweep-json", json.dumps(spec.to_dict()),
+               "--address", "auto"]
+    if store:
+        command += ["--store", store]
+    return " ".join(shlex.quote(c) for c in command)
+
+
+async def _stream(client: Any, job_id: str, echo: Callable[[str], None]) -> None:
+    async for chunk in client.tail_job_logs(job_id):
+        for line in chunk.rstrip("\n").splitlines():
+            echo(line)
+
+
+def submit_sweep(spec: SweepSpec, *, sweep_arg: str, cluster: Path | None, address: str | None,
+                 store: str | None, echo: Callable[[str], None]) -> int:
+    """Run the sweep as a Ray Job on a cluster; the job's exit status (0 when every trial ran)."""
+    use_token_auth()
+    forwarder = None
+    if cluster is not None:
+        url, forwarder = bring_up(cluster, echo)
+        use_token_auth()
+    else:
+        url = (address or "").rstrip("/")
+        wait_for_dashboard(url, timeout_s=10)
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(url)
+        job_id = client.submit_job(
+            entrypoint=entrypoint(spec, store),
+            runtime_env={"working_dir": str(project_root()), "excludes": UPLOAD_EXCLUDES},
+            metadata={"rlv_sweep": spec.name},
+        )
+    except Exception as exc:
+        raise RlvError(f"cannot submit the sweep to {url}: {str(exc).splitlines()[0]}") from None
+    echo(f"submitted sweep {spec.name} as Ray Job {job_id}; its logs follow "
+         f"(Ctrl-C detaches; `ray job stop {job_id} --address {url}` stops it)")
+    try:
+        asyncio.run(_stream(client, job_id, echo))
+    except KeyboardInterrupt:
+        echo(f"detached from job {job_id}; it keeps running (rlv status {sweep_arg})")
+        return 130
+    finally:
+        if forwarder is not None:
+            forwarder.terminate()
+    info = client.get_job_info(job_id)
+    if info.status == JobStatus.SUCCEEDED:
+        return 0
+    echo(f"job {job_id} ended {info.status}: {info.message or ''}".rstrip(": "))
+    return 1

@@ -1,0 +1,189 @@
+"""`rlv launch`: run a sweep's grid x seeds as Ray Tune trials, writing the store.
+
+Ray is the embedded local cluster by default (started here, dashboard on 127.0.0.1), or the one
+at `address` / $RAY_ADDRESS. Tune's own state lives in STORE/_tune/SWEEP: running the same command
+again after the driver was killed restores it (finished trials are not re-run, unfinished and
+failed ones resume from their last checkpoints). The cluster path (a cluster.yaml, or an http://
+address) submits this same command as a Ray Job: see cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlv.errors import RlvError
+from rlv.store import open_store
+from rlv.sweep import SweepSpec
+
+log = logging.getLogger(__name__)
+
+TUNE_DIR = "_tune"  # STORE/_tune/SWEEP: Tune's experiment state and checkpoints
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    store: str | None = None  # overrides the sweep file's store
+    address: str | None = None  # join this Ray cluster instead of starting one
+    num_cpus: int | None = None  # the embedded cluster's CPUs (default: all)
+    num_gpus: float | None = None  # the embedded cluster's GPUs (default: detected)
+
+
+@dataclass
+class SweepOutcome:
+    sweep: str
+    store: str
+    finished: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # trial -> its error, one line
+    wall_s: float = 0.0
+    trial_s: float = 0.0  # sum of the trials' own wall times (this run's)
+    dashboard: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def resolve_store(spec: SweepSpec, options: LaunchOptions) -> str:
+    store = options.store or spec.store
+    if "://" in store:
+        return store
+    return str(Path(store).expanduser().resolve())
+
+
+def preflight(spec: SweepSpec) -> None:
+    """Fail before any trial starts when a data set or the FID weights are missing here."""
+    from rlv.data import DATASETS
+
+    seen = set()
+    for cfg in spec.trials():
+        key = (cfg.data.dataset, cfg.data.data_dir)
+        if key not in seen:
+            seen.add(key)
+            DATASETS.build(cfg.data.dataset).locate(cfg.data.data_dir)
+    if any(cfg.eval.fid_samples > 0 for cfg in spec.trials()):
+        from rlv.fid_weights import inception_weights_path
+
+        inception_weights_path()
+
+
+def _check_fingerprint(store: str, spec: SweepSpec) -> None:
+    """Refuse to resume a sweep whose trials changed since it was started in this store."""
+    fs, root = open_store(store)
+    path = f"{root}/{TUNE_DIR}/{spec.name}.sweep.json"
+    fingerprint = spec.fingerprint()
+    if fs.get_file_info(path).type.name == "File":
+        with fs.open_input_stream(path) as f:
+            saved = json.loads(f.read().decode())
+        if saved.get("fingerprint") != fingerprint:
+            raise RlvError(f"store {store} holds sweep {spec.name!r} started with other settings "
+                           f"(see {path}); rename the sweep, use another --store, or delete "
+                           f"{root}/{TUNE_DIR}/{spec.name} to start over")
+        return
+    fs.create_dir(f"{root}/{TUNE_DIR}", recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(json.dumps({"fingerprint": fingerprint, "spec": spec.to_dict()}, indent=1).encode())
+
+
+def start_ray(options: LaunchOptions, echo: Callable[[str], None]) -> str:
+    """Start the embedded cluster or join one; return the dashboard URL ("" if there is none)."""
+    import ray
+
+    if ray.is_initialized():
+        return ""
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            context = ray.init(address=address, log_to_driver=False)
+        else:
+            # "local": a new cluster of our own, even where another one runs on this machine
+            context = ray.init(address="local", num_cpus=options.num_cpus, num_gpus=options.num_gpus,
+                               include_dashboard=True, dashboard_host="127.0.0.1",
+                               log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray cluster"
+        raise RlvError(f"cannot reach Ray at {where}: {str(exc).splitlines()[0]}") from None
+    url = context.dashboard_url or ""
+    if url and not url.startswith("http"):
+        url = f"http://{url}"
+    return url
+
+
+def quiet_tune() -> None:
+    """The store is the record (no result.json/CSV per trial) and the progress lines are ours."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # with num_to_keep=1 each checkpoint snapshots Tune's state, which keeps a resume exact;
+    # Tune warns about that cost (milliseconds here) on every quick checkpoint
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    for name in ("ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], None]) -> SweepOutcome:
+    """Run (or resume) the sweep on Ray; returns which trials finished and which failed."""
+    quiet_tune()
+    import ray
+    from ray import tune
+
+    from rlv.callbacks import ProgressCallback, StoreCallback
+    from rlv.resources import trial_resources
+    from rlv.trainable import run_sweep_trial, trial_dirname, trial_name
+    from rlv.tune_state import mark_finished
+
+    store = resolve_store(spec, options)
+    trials = spec.trials()
+    preflight(spec)
+    _check_fingerprint(store, spec)
+    dashboard = start_ray(options, echo)
+    if dashboard:
+        echo(f"Ray dashboard: {dashboard}")
+    per_trial = trial_resources(spec.resources, ray.cluster_resources(), echo)
+    echo(f"sweep {spec.name}: {len(trials)} trials, each {per_trial['cpu']:g} CPU "
+         f"+ {per_trial['gpu']:g} GPU; store {store}")
+
+    trainable = tune.with_resources(run_sweep_trial, per_trial)
+    callbacks = [StoreCallback(store, spec.name), ProgressCallback(len(trials), echo)]
+    experiment = f"{store.rstrip('/')}/{TUNE_DIR}/{spec.name}"
+    start = time.monotonic()
+    if tune.Tuner.can_restore(experiment):
+        echo(f"resuming sweep {spec.name} from {experiment}")
+        mark_finished(experiment, callbacks[0].writer.trials_written)  # type: ignore[attr-defined]
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+        # callbacks are pickled with the experiment; give the restored run live ones
+        tuner._local_tuner._run_config.callbacks = callbacks  # noqa: SLF001
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=spec.param_space(),
+            tune_config=tune.TuneConfig(reuse_actors=True, trial_name_creator=trial_name,
+                                        trial_dirname_creator=trial_dirname),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=f"{store.rstrip('/')}/{TUNE_DIR}",
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=callbacks,
+                verbose=0,
+            ),
+        )
+    grid = tuner.fit()
+    outcome = SweepOutcome(spec.name, store, wall_s=time.monotonic() - start, dashboard=dashboard)
+    for result in grid:
+        name = trial_name_of(result.path)
+        if result.error is not None:
+            lines = [ln for ln in str(result.error).splitlines() if ln.strip()]
+            outcome.failed[name] = lines[-1].strip() if lines else type(result.error).__name__
+        else:
+            outcome.finished.append(name)
+            row = (result.metrics or {}).get("rlv_row") or {}
+            outcome.trial_s += float(row.get("trial_seconds", 0.0))
+    return outcome
+
+
+def trial_name_of(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]

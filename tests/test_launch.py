@@ -1,0 +1,237 @@
+"""The sweep service on a real Ray cluster: packing, the store, failures, resuming, Ray Jobs.
+
+All tests share the session's `ray start --head` cluster (tests/conftest.py): 4 CPUs and one
+declared GPU on this CPU-only machine. Trials are tiny (hundreds of images, a few epochs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from rlv import columns as col
+from rlv.launch import LaunchOptions, run_sweep
+from rlv.store import read_status
+from rlv.sweep import parse_sweep
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sweep_file(tmp_path: Path, name: str, **changes: Any) -> Path:
+    data: dict[str, Any] = {
+        "name": name, "store": str(tmp_path / "store"),
+        "factors": {"encoder": ["L", "NL"], "layer": ["fc"], "prior": ["normal", "flow2"]},
+        "seeds": 1,
+        "settings": {"data": {"train_size": 512, "test_size": 256},
+                     "train": {"epochs": 3, "batch_size": 128, "checkpoint_every": 1},
+                     "eval": {"fid_samples": 0, "samples": 16, "interpolation_pairs": 2}},
+        "resources": {"cpu": 1, "gpu": 0},
+        "max_failures": 1,
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def load(path: Path):  # type: ignore[no-untyped-def]
+    return parse_sweep(yaml.safe_load(path.read_text()), source=str(path))
+
+
+def assert_store_complete(store: Path, sweep: str, trials: list[str], epochs: int) -> pd.DataFrame:
+    """Every trial row and every epoch row exactly once."""
+    rows = pd.read_parquet(store / "trials", filters=[(col.SWEEP, "=", sweep)])
+    assert sorted(rows[col.TRIAL_ID]) == sorted(trials)
+    ep = pd.read_parquet(store / "epochs", filters=[(col.SWEEP, "=", sweep)])
+    keys = list(zip(ep[col.TRIAL_ID], ep[col.EPOCH], strict=True))
+    assert len(keys) == len(set(keys)), "an epoch row is duplicated"
+    assert sorted(keys) == sorted((t, e) for t in trials for e in range(1, epochs + 1))
+    return rows
+
+
+def max_overlap(rows: pd.DataFrame) -> int:
+    """The most trials that ran at the same moment, from their start and finish times."""
+    events = [(t, 1) for t in rows[col.STARTED_AT]] + [(t, -1) for t in rows[col.FINISHED_AT]]
+    running = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_fractional_gpus_pack_four_trials_and_the_store_gets_every_row_once(
+        tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    # 0.5 CPU and 0.25 GPU per trial: the 4 CPUs would fit 8 at once, the one GPU fits 4
+    path = sweep_file(tmp_path, "pack", factors={"encoder": ["L", "PNL", "NL", "RKS"],
+                                                 "prior": ["normal", "flow2"]},
+                      settings={"train": {"epochs": 4, "batch_size": 64, "checkpoint_every": 2}},
+                      resources={"cpu": 0.5, "gpu": 0.25})
+    spec = load(path)
+    lines: list[str] = []
+    outcome = run_sweep(spec, LaunchOptions(), lines.append)
+    assert outcome.ok, outcome.failed
+    assert any("each 0.5 CPU + 0.25 GPU" in line for line in lines)
+    rows = assert_store_complete(tmp_path / "store", "pack", [c.name for c in spec.trials()], 4)
+    assert max_overlap(rows) == 4
+    for column in col.IMAGE_COLUMNS:
+        assert all((tmp_path / "store" / p).read_bytes()[:4] == b"\x89PNG" for p in rows[column])
+    assert set(rows[col.DEVICE].str.split(":").str[0]) == {"cpu"}  # torch sees no CUDA here
+    status = read_status(str(tmp_path / "store"), "pack")
+    assert {t["status"] for t in status["trials"].values()} == {"TERMINATED"}
+
+
+def test_a_gpu_request_on_a_cluster_without_gpus_fails_before_any_trial(tmp_path: Path) -> None:
+    path = sweep_file(tmp_path, "nogpu", resources={"cpu": 1, "gpu": 0.5})
+    out = subprocess.run(["rlv", "launch", str(path), "--num-cpus", "2", "--num-gpus", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "asks for 0.5 GPU per trial but the cluster has no GPU" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "store" / "trials").exists()
+
+
+def test_failed_trials_are_named_with_their_error_and_the_sweep_exits_nonzero(
+        tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    # an absurd learning rate drives the loss to NaN, which the trial reports as divergence
+    path = sweep_file(tmp_path, "diverge", factors={"encoder": ["L"], "prior": ["normal"]},
+                      settings={"train": {"lr": 1.0e12}}, max_failures=0)
+    out = subprocess.run(["rlv", "launch", str(path), "--address", ray_cluster.address],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "FAILED L-fc-normal-s0" in out.stdout and "diverged" in out.stdout
+
+
+def _alive_trial_actors() -> list[Any]:
+    from ray.util.state import list_actors
+
+    return [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+            if a.class_name == "ImplicitFunc" and a.pid]
+
+
+def _wait(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _committed_epochs(store: Path, sweep: str) -> int:
+    folder = store / "epochs" / f"sweep={sweep}"
+    return len(list(folder.glob("*.parquet"))) if folder.exists() else 0
+
+
+def test_a_killed_trial_resumes_from_its_checkpoint_with_no_row_lost_or_doubled(
+        tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    path = sweep_file(tmp_path, "killtrial", factors={"encoder": ["L"], "prior": ["normal", "flow2"]},
+                      settings={"data": {"train_size": 4096},
+                                "train": {"epochs": 8, "batch_size": 64, "checkpoint_every": 2}},
+                      max_failures=2)
+    driver = subprocess.Popen(["rlv", "launch", str(path), "--address", ray_cluster.address],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    store = tmp_path / "store"
+    _wait(lambda: _committed_epochs(store, "killtrial") >= 1, 240, "a committed checkpoint")
+    victims = _alive_trial_actors()
+    assert victims, "no trial actor to kill"
+    os.kill(victims[0].pid, signal.SIGKILL)
+    output, _ = driver.communicate(timeout=600)
+    assert driver.returncode == 0, output
+    assert "retrying from its last checkpoint" in output
+    spec = load(path)
+    assert_store_complete(store, "killtrial", [c.name for c in spec.trials()], 8)
+    attempts = [t["attempts"] for t in read_status(str(store), "killtrial")["trials"].values()]
+    assert max(attempts) == 2
+
+
+def test_a_killed_driver_resumes_on_the_embedded_cluster_without_rerunning_finished_trials(
+        tmp_path: Path) -> None:
+    """The default path: `rlv launch` starts its own local Ray; kill it, run it again."""
+    path = sweep_file(tmp_path, "killdriver",
+                      factors={"encoder": ["L", "NL", "RKS"], "prior": ["normal", "flow2"]},
+                      settings={"data": {"train_size": 2048},
+                                "train": {"epochs": 6, "batch_size": 64, "checkpoint_every": 2}})
+    store = tmp_path / "store"
+    command = ["rlv", "launch", str(path), "--num-cpus", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True, env=env)
+    trials_dir = store / "trials" / "sweep=killdriver"
+    _wait(lambda: trials_dir.exists() and len(list(trials_dir.glob("*.parquet"))) >= 1, 300,
+          "a finished trial")
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
+    first.wait(timeout=60)
+    done_before = {p.stem for p in trials_dir.glob("*.parquet")}
+    second = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Ray dashboard: http://127.0.0.1:" in second.stdout
+    assert "resuming sweep killdriver" in second.stdout
+    restarted = {name for name in done_before if f"{name} started" in second.stdout}
+    assert not restarted, f"finished trials ran again: {restarted}"
+    spec = load(path)
+    assert_store_complete(store, "killdriver", [c.name for c in spec.trials()], 6)
+    status = subprocess.run(["rlv", "status", str(path)], capture_output=True, text=True)
+    assert "6 finished, 0 running, 0 failed, 0 pending (of 6)" in status.stdout
+
+
+def test_the_job_path_runs_a_sweep_through_the_jobs_api(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    path = sweep_file(tmp_path, "job", factors={"encoder": ["RKS"], "prior": ["normal", "flow2"]},
+                      settings={"eval": {"fid_samples": 32}})
+    out = subprocess.run(["rlv", "launch", str(path), "--address", ray_cluster.dashboard],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "submitted sweep job as Ray Job" in out.stdout
+    assert "sweep job: 2/2 trials finished" in out.stdout  # the job's own log, streamed here
+    rows = assert_store_complete(tmp_path / "store", "job", ["RKS-fc-normal-s0", "RKS-fc-flow2-s0"], 3)
+    assert rows[col.FID].notna().all() and (rows[col.FID] > 0).all()
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(ray_cluster.dashboard).list_jobs()
+    assert any((j.metadata or {}).get("rlv_sweep") == "job" for j in jobs)
+
+
+def test_started_and_finished_times_are_utc_timestamps(tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    path = sweep_file(tmp_path, "times", factors={"encoder": ["NL"], "prior": ["normal"]})
+    outcome = run_sweep(load(path), LaunchOptions(), lambda line: None)
+    assert outcome.ok
+    rows = pd.read_parquet(tmp_path / "store" / "trials")
+    start, end = rows[col.STARTED_AT].item(), rows[col.FINISHED_AT].item()
+    assert start.tzinfo is not None and start < end <= pd.Timestamp(datetime.now().astimezone())
+    cfg = json.loads(rows[col.CONFIG].item())
+    assert cfg["trial_id"] == "NL-fc-normal-s0" and cfg["sweep"] == "times"
+
+
+def test_a_trial_finished_in_the_store_but_not_in_tunes_state_is_not_run_again(
+        tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    """The driver can die after the store got a trial's row but before Tune saved its state."""
+    import glob
+
+    path = sweep_file(tmp_path, "race", factors={"encoder": ["L"], "prior": ["normal"]})
+    spec = load(path)
+    assert run_sweep(spec, LaunchOptions(), lambda line: None).ok
+    state_file = sorted(glob.glob(str(tmp_path / "store" / "_tune" / "race" / "experiment_state-*.json")))[-1]
+    state = json.loads(Path(state_file).read_text())
+    for pair in state["trial_data"]:  # what a snapshot taken before the trial ended looks like
+        trial = json.loads(pair[0])
+        trial["status"] = "RUNNING"
+        pair[0] = json.dumps(trial)
+    Path(state_file).write_text(json.dumps(state))
+    lines: list[str] = []
+    outcome = run_sweep(spec, LaunchOptions(), lines.append)
+    assert outcome.ok and outcome.finished == ["L-fc-normal-s0"]
+    assert not [line for line in lines if "started" in line], lines
