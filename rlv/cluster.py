@@ -46,10 +46,10 @@ def validate_cluster_config(path: Path) -> dict[str, Any]:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise RlvError(f"{path}: not valid YAML: {exc}") from None
-    from ray.autoscaler._private.util import validate_config
+    from ray.autoscaler._private.util import prepare_config, validate_config
 
     try:
-        validate_config(config)
+        validate_config(prepare_config(config))  # what `ray up` checks, with Ray's defaults
     except Exception as exc:  # jsonschema's ValidationError or ValueError
         first = str(exc).splitlines()[0]
         raise RlvError(f"{path} fails Ray's cluster config schema: {first}") from None
@@ -126,6 +126,10 @@ def submit_sweep(spec: SweepSpec, *, sweep_arg: str, cluster: Path | None, addre
     use_token_auth()
     forwarder = None
     if cluster is not None:
+        shared = store or spec.store
+        if "://" not in shared:
+            raise RlvError(f"store {shared!r} is a local folder; a cloud cluster's nodes need a "
+                           "shared store: pass --store s3://BUCKET/PATH (or gs://...)")
         url, forwarder = bring_up(cluster, echo)
         use_token_auth()
     else:
