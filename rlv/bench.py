@@ -105,7 +105,7 @@ def bench_cell(model_cfg: ModelConfig, *, epochs: int, train_size: int | None, p
     def fresh_model(memory_format: torch.memory_format) -> torch.nn.Module:
         model = build_vae(model_cfg, channels=dataset.channels, dataset_latent=dataset.latent_dim,
                           seed=0, objective=objective)
-        return model.to(device=device, memory_format=memory_format)
+        return model.to(device).to(memory_format=memory_format)
 
     cfg = TrainConfig(epochs=epochs, precision=precision)
     trainer = Trainer(fresh_model(layers_cls.memory_format), split.train, cfg, seed=0)  # type: ignore[arg-type]

@@ -60,7 +60,8 @@ class StoreCallback(Callback):
             self._writer = StoreWriter(self.store, self.sweep)
         return self._writer
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None,
+              total_num_samples: int | None = None, **info: Any) -> None:
         self.writer  # noqa: B018  (load the store's keys before the first result)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,

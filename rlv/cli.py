@@ -136,7 +136,7 @@ def launch(
         help="Ray to use: host:port or auto joins as a driver; http://HEAD:8265 submits a Job.")] = None,
     store: Annotated[str | None, typer.Option(help="Store folder or URI (overrides the sweep's).")] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the embedded local Ray.")] = None,
-    num_gpus: Annotated[float | None, typer.Option(help="GPUs of the embedded local Ray.")] = None,
+    num_gpus: Annotated[int | None, typer.Option(help="GPUs of the embedded local Ray.")] = None,
     sweep_json: Annotated[str | None, typer.Option(hidden=True)] = None,  # how a Ray Job gets it
 ) -> None:
     """Run a sweep's grid x seeds as Ray Tune trials into the Parquet store (rerun to resume)."""

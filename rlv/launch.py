@@ -31,7 +31,7 @@ class LaunchOptions:
     store: str | None = None  # overrides the sweep file's store
     address: str | None = None  # join this Ray cluster instead of starting one
     num_cpus: int | None = None  # the embedded cluster's CPUs (default: all)
-    num_gpus: float | None = None  # the embedded cluster's GPUs (default: detected)
+    num_gpus: int | None = None  # the embedded cluster's GPUs (default: detected)
 
 
 @dataclass
@@ -155,6 +155,7 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
         mark_finished(experiment, callbacks[0].writer.trials_written)  # type: ignore[attr-defined]
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
         # callbacks are pickled with the experiment; give the restored run live ones
+        assert tuner._local_tuner is not None, "Tuner.restore ran without a local tuner"
         tuner._local_tuner._run_config.callbacks = callbacks  # noqa: SLF001
     else:
         tuner = tune.Tuner(
@@ -173,7 +174,7 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
         )
     grid = tuner.fit()
     outcome = SweepOutcome(spec.name, store, wall_s=time.monotonic() - start, dashboard=dashboard)
-    for result in grid:
+    for result in (grid[i] for i in range(len(grid))):
         name = trial_name_of(result.path)
         if result.error is not None:
             lines = [ln for ln in str(result.error).splitlines() if ln.strip()]

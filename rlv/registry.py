@@ -25,7 +25,7 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Maps level names to subclasses of one base class."""
 
-    def __init__(self, kind: str, base: type[T]) -> None:
+    def __init__(self, kind: str, base: type) -> None:  # type, not type[T]: bases are abstract
         self.kind = kind
         self.base = base
         self._entries: dict[str, Entry[T]] = {}

@@ -89,15 +89,15 @@ class RealNVP(Prior):
         super().__init__(dim)
         if dim % 2:
             raise ValueError(f"RealNVP needs an even latent size, got {dim}")
-        self.half = dim // 2
-        self.scale = nn.ModuleList(_mlp(self.half, hidden, tanh=True) for _ in range(flows))
-        self.shift = nn.ModuleList(_mlp(self.half, hidden, tanh=False) for _ in range(flows))
+        self.cut = dim // 2  # z = (z[:, :cut], z[:, cut:])
+        self.scale = nn.ModuleList(_mlp(self.cut, hidden, tanh=True) for _ in range(flows))
+        self.shift = nn.ModuleList(_mlp(self.cut, hidden, tanh=False) for _ in range(flows))
 
     def to_base(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(z) (B, D), log|det df/dz| (B,))."""
         u, logdet = z, z.new_zeros(z.shape[0])
         for s_net, t_net in zip(self.scale, self.shift, strict=True):
-            a, b = u[:, : self.half], u[:, self.half :]
+            a, b = u[:, : self.cut], u[:, self.cut :]
             s = s_net(a)  # (B, D/2), in (-1, 1)
             b = (b - t_net(a)) * torch.exp(-s)
             logdet = logdet - s.sum(-1)
@@ -107,7 +107,7 @@ class RealNVP(Prior):
     def from_base(self, u: torch.Tensor) -> torch.Tensor:
         """f^-1: base-space points (B, D) to latents (B, D)."""
         for s_net, t_net in zip(reversed(self.scale), reversed(self.shift), strict=True):
-            b, a = u[:, : self.half], u[:, self.half :]  # undo the swap
+            b, a = u[:, : self.cut], u[:, self.cut :]  # undo the swap
             b = b * torch.exp(s_net(a)) + t_net(a)
             u = torch.cat([a, b], dim=1)
         return u
