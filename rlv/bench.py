@@ -1,7 +1,8 @@
 """Training-speed benchmark: rlv's loop against a plain PyTorch loop, measured in the same run.
 
 The plain loop is what a careful user writes first: a DataLoader over a TensorDataset, the same
-model (default memory format), the same batch size and loss, `loss.item()` per batch. Both loops
+model and initial weights with the thesis's layers as written (nn.Upsample then nn.Conv2d, default
+memory format), the same batch size and loss, `loss.item()` per batch. Both loops
 train the same cell from the same initial weights; the report gives seconds per epoch, their
 ratio, the epoch's FLOPs (torch's FLOP counter) and the fraction of this machine's measured fp32
 matrix-multiply peak. Runs of one setup vary by 15-20% on shared CPUs (PERF.md): compare ratios
@@ -22,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from rlv.config import DataConfig, ModelConfig, TrainConfig
 from rlv.data import DATASETS, load_split
 from rlv.models import LAYERS, build_vae
+from rlv.models.layers import UpsampleConv
 from rlv.objective import OBJECTIVES
 from rlv.train import Trainer, autocast, synchronize
 
@@ -81,6 +83,17 @@ def epoch_flops(trainer: Trainer) -> float:
     return counter.get_total_flops() * trainer.train.shape[0] / bs
 
 
+def plain_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """The same model and parameters with the thesis's layers as written (no rlv rewrites):
+    each UpsampleConv becomes nn.Upsample followed by its nn.Conv2d."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, UpsampleConv):
+                setattr(parent, name, torch.nn.Sequential(
+                    torch.nn.Upsample(scale_factor=2, mode="nearest"), child.conv))
+    return model
+
+
 def plain_epoch(model: torch.nn.Module, loader: DataLoader, opt: torch.optim.Optimizer) -> float:
     model.train()
     start = time.perf_counter()
@@ -111,7 +124,7 @@ def bench_cell(model_cfg: ModelConfig, *, epochs: int, train_size: int | None, p
     trainer = Trainer(fresh_model(layers_cls.memory_format), split.train, cfg, seed=0)  # type: ignore[arg-type]
     flops = epoch_flops(trainer)
 
-    plain_model = fresh_model(torch.contiguous_format)
+    plain_model = plain_layers(fresh_model(torch.contiguous_format))
     plain_opt = torch.optim.Adam([p for p in plain_model.parameters() if p.requires_grad], lr=cfg.lr)
     plain_x = split.train.contiguous()
     loader = DataLoader(TensorDataset(plain_x), batch_size=cfg.batch_size, shuffle=True)

