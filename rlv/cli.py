@@ -158,9 +158,14 @@ def launch(
 
     outcome = run_sweep(spec, LaunchOptions(store=store, address=address, num_cpus=num_cpus,
                                             num_gpus=num_gpus), echo)
+    import resource
+
     n = len(outcome.finished) + len(outcome.failed)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     echo(f"sweep {outcome.sweep}: {len(outcome.finished)}/{n} trials finished in "
-         f"{outcome.wall_s:.0f} s (trials' own time: {outcome.trial_s:.0f} s)")
+         f"{outcome.wall_s:.0f} s; trials' own time {outcome.trial_s:.0f} s on {outcome.slots} "
+         f"slots, Ray adds {outcome.overhead_per_trial_s:.2f} s per trial; driver peak memory "
+         f"{peak_mb:.0f} MB")
     echo(f"store: {outcome.store}  (pandas: pd.read_parquet('{outcome.store}/trials'))")
     if outcome.failed:
         for trial, error in sorted(outcome.failed.items()):

@@ -51,7 +51,8 @@ TEST_NEG_ELBO: Final = "test_neg_elbo"
 TEST_RE: Final = "test_re"
 TEST_RT: Final = "test_rt"  # RT as the trial's objective defines it
 TEST_RT_ELBO: Final = "test_rt_elbo"  # the correct per-dimension -KL estimate, whatever the objective
-FLOW_LOGDET: Final = "flow_logdet"  # mean log|det df/dz| of the prior on test latents (0: normal)
+FLOW_LOGDET: Final = "flow_logdet"  # mean log|det df/dz| of the prior (0: normal prior);
+# in `trials` over the test latents, in `epochs` over the epoch's training latents
 
 # train (last epoch) minus test, one per ELBO component
 GAP_NEG_ELBO: Final = "gap_neg_elbo"

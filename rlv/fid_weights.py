@@ -213,3 +213,13 @@ def inception_weights_path() -> Path:
     _check_loads(buffer.getvalue())
     atomic_write_bytes(cached, buffer.getvalue())  # concurrent converters write identical bytes
     return cached
+
+
+def check_weights_available() -> None:
+    """RlvError now if no FID weights can be had; the conversion itself is left to the trials
+    (the driver of a sweep should not hold the 90 MB TorchScript in memory)."""
+    override = os.environ.get(WEIGHTS_ENV)
+    if override:
+        inception_weights_path()  # checks that the file exists
+    elif not (cache_dir() / "fid" / f"inception-v3-compat-fid-helper-{SOURCE_SHA1}.pth").is_file():
+        source_weights_path()

@@ -41,8 +41,15 @@ class SweepOutcome:
     finished: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # trial -> its error, one line
     wall_s: float = 0.0
-    trial_s: float = 0.0  # sum of the trials' own wall times (this run's)
+    trial_s: float = 0.0  # sum of the trials' own wall times
+    slots: int = 1  # trials that fit on the cluster at once
     dashboard: str = ""
+
+    @property
+    def overhead_per_trial_s(self) -> float:
+        """What Ray and Tune add per trial: slot-seconds not spent inside a trial, per trial."""
+        n = len(self.finished)
+        return (self.wall_s * self.slots - self.trial_s) / n if n else 0.0
 
     @property
     def ok(self) -> bool:
@@ -67,9 +74,9 @@ def preflight(spec: SweepSpec) -> None:
             seen.add(key)
             DATASETS.build(cfg.data.dataset).locate(cfg.data.data_dir)
     if any(cfg.eval.fid_samples > 0 for cfg in spec.trials()):
-        from rlv.fid_weights import inception_weights_path
+        from rlv.fid_weights import check_weights_available
 
-        inception_weights_path()
+        check_weights_available()
 
 
 def _check_fingerprint(store: str, spec: SweepSpec) -> None:
@@ -131,7 +138,7 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
     from ray import tune
 
     from rlv.callbacks import ProgressCallback, StoreCallback
-    from rlv.resources import trial_resources
+    from rlv.resources import concurrency, trial_resources
     from rlv.trainable import run_sweep_trial, trial_dirname, trial_name
     from rlv.tune_state import mark_finished
 
@@ -173,7 +180,8 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
             ),
         )
     grid = tuner.fit()
-    outcome = SweepOutcome(spec.name, store, wall_s=time.monotonic() - start, dashboard=dashboard)
+    outcome = SweepOutcome(spec.name, store, wall_s=time.monotonic() - start, dashboard=dashboard,
+                           slots=min(len(trials), concurrency(per_trial, ray.cluster_resources())))
     for result in (grid[i] for i in range(len(grid))):
         name = trial_name_of(result.path)
         if result.error is not None:

@@ -28,6 +28,7 @@ class EpochMetrics:
     train_re: float
     train_rt: float
     epoch_time_s: float
+    flow_logdet: float = 0.0  # mean log|det df/dz| of the prior over the epoch (0: normal)
 
 
 def synchronize(device: torch.device) -> None:
@@ -66,7 +67,7 @@ class Trainer:
         model, x_all, bs = self.model, self.train, self.cfg.batch_size
         n = x_all.shape[0]
         model.train()
-        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # neg ELBO, RE, RT
+        sums = torch.zeros(4, device=self.device, dtype=torch.float64)  # neg ELBO, RE, RT, logdet
         synchronize(self.device)
         start = time.perf_counter()
         order = torch.randperm(n, device=self.device, generator=self.batches)
@@ -80,14 +81,15 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             with torch.no_grad():
-                sums += torch.stack([neg_elbo.sum(), terms.re.sum(), terms.rt.sum()]).double()
+                sums += torch.stack([neg_elbo.sum(), terms.re.sum(), terms.rt.sum(),
+                                     terms.logdet.sum()]).double()
         totals = (sums / n).tolist()  # the epoch's one device-to-host read
         synchronize(self.device)
         elapsed = time.perf_counter() - start
         self.epoch += 1
         if any(v != v for v in totals):  # NaN: say so rather than train on garbage
             raise RlvError(f"training diverged at epoch {self.epoch}: the loss is NaN")
-        metrics = EpochMetrics(self.epoch, totals[0], totals[1], totals[2], elapsed)
+        metrics = EpochMetrics(self.epoch, totals[0], totals[1], totals[2], elapsed, totals[3])
         self.history.append(metrics)
         return metrics
 

@@ -66,7 +66,8 @@ def epoch_row(cfg: TrialConfig, m: EpochMetrics) -> dict[str, Any]:
     """One row of the store's `epochs` table."""
     return {col.TRIAL_ID: cfg.name, col.EPOCH: m.epoch, col.TRAIN_NEG_ELBO: m.train_neg_elbo,
             col.TRAIN_RE: m.train_re, col.TRAIN_RT: m.train_rt,
-            col.EPOCH_TIME_S: m.epoch_time_s, **factor_values(cfg)}
+            col.EPOCH_TIME_S: m.epoch_time_s, col.FLOW_LOGDET: m.flow_logdet,
+            **factor_values(cfg)}
 
 
 def build_model(cfg: TrialConfig, device: torch.device) -> VAE:
