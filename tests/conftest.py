@@ -12,6 +12,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,13 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
+
+# Ray reads its authentication settings when it is first imported, and any test may import it:
+# so the session's token exists and the mode is set before the first test is even collected.
+_AUTH_DIR = Path(tempfile.mkdtemp(prefix="rlv-tests-ray-auth-"))
+(_AUTH_DIR / "auth_token").write_text(secrets.token_hex(32))
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(_AUTH_DIR / "auth_token")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,11 +55,7 @@ class RayCluster:
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory, private_cache: Path) -> Iterator[RayCluster]:
-    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
-    import ray  # after the auth settings: Ray reads them when it is imported
+    import ray
     port, dashboard_port = free_port(), free_port()
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=4", "--num-gpus=1",

@@ -109,4 +109,4 @@ def test_rlv_check_of_a_bad_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert out.stderr.strip().count("\n") == 0 and "unknown layer type 'rnn'" in out.stderr
     assert "Traceback" not in out.stderr
     missing = run_rlv("check", "no-such-sweep")
-    assert missing.returncode == 2 and "available: objective-mnist, quick" in missing.stderr
+    assert missing.returncode == 2 and "available: objective-check, objective-mnist, quick" in missing.stderr
