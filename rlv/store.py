@@ -54,8 +54,8 @@ TRIAL_SCHEMA = pa.schema([
 EPOCH_SCHEMA = pa.schema([
     (col.TRIAL_ID, _STRING), (col.EPOCH, _INT), (col.TRAIN_NEG_ELBO, _FLOAT),
     (col.TRAIN_RE, _FLOAT), (col.TRAIN_RT, _FLOAT), (col.EPOCH_TIME_S, _FLOAT),
-    (col.FLOW_LOGDET, _FLOAT), (col.DATASET, _STRING), (col.ENCODER, _STRING), (col.LAYER, _STRING), (col.PRIOR, _STRING),
-    (col.OBJECTIVE, _STRING), (col.SEED, _INT),
+    (col.FLOW_LOGDET, _FLOAT), (col.DATASET, _STRING), (col.ENCODER, _STRING),
+    (col.LAYER, _STRING), (col.PRIOR, _STRING), (col.OBJECTIVE, _STRING), (col.SEED, _INT),
 ])  # fmt: skip
 
 

