@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,6 +98,20 @@ def _check_fingerprint(store: str, spec: SweepSpec) -> None:
         f.write(json.dumps({"fingerprint": fingerprint, "spec": spec.to_dict()}, indent=1).encode())
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """RlvError unless host:port answers: ray.init would retry an unreachable GCS for minutes."""
+    target = address.split("://", 1)[-1]
+    if target == "auto" or ":" not in target:
+        return  # "auto" finds the local cluster (or fails at once); no port to probe
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise RlvError(f"cannot reach Ray at {address}: {exc}; is the cluster up (ray status) "
+                       "and the address host:port of its head?") from None
+
+
 def start_ray(options: LaunchOptions, echo: Callable[[str], None]) -> str:
     """Start the embedded cluster or join one; return the dashboard URL ("" if there is none)."""
     import ray
@@ -104,6 +119,8 @@ def start_ray(options: LaunchOptions, echo: Callable[[str], None]) -> str:
     if ray.is_initialized():
         return ""
     address = options.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
     try:
         if address:
             context = ray.init(address=address, log_to_driver=False)

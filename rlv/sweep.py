@@ -97,9 +97,11 @@ class SweepSpec:
         return [self.trial_config(levels) for levels in self.grid()]
 
     def fingerprint(self) -> str:
-        """Changes whenever the trials would change (resuming a changed sweep is refused)."""
-        payload = json.dumps([c.to_dict() for c in self.trials()], sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        """Changes when what the sweep file asks for changes (resuming it then is refused); not
+        with resources, retries or the description, which a resumed run may change freely."""
+        asked = {"name": self.name, "factors": self.to_dict()["factors"], "seeds": list(self.seeds),
+                 "settings": self.settings}
+        return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:16]
 
     def param_space(self) -> dict[str, Any]:
         """A plain dict for Tune: factor -> {"grid_search": levels}, the rest constant."""
