@@ -1,8 +1,8 @@
 """The Ray Tune function trainable: one grid point of a sweep, as a trial.
 
-Each epoch is reported to Tune; every `checkpoint_every` epochs the report carries a checkpoint
-(the Trainer's state) and `committed: True`, which tells the driver's store writer that those
-epochs will never be re-run. The last report carries the trial's row and its PNG images (base64,
+Each epoch is reported to Tune; every `checkpoint_every` epochs, and after the last one, the report
+carries a checkpoint (the Trainer's state) and `committed: True`, which tells the driver's store
+writer that those epochs will never be re-run. The last report carries the trial's row and its PNG images (base64,
 so that they reach the driver whichever node ran the trial). Trials never write the store.
 """
 
@@ -70,7 +70,8 @@ def run_sweep_trial(config: dict[str, Any]) -> None:
     def on_epoch(m: EpochMetrics, trainer: Trainer) -> None:
         metrics = {EPOCH_KEY: epoch_row(cfg, m), COMMITTED_KEY: False,
                    "epoch": m.epoch, "train_neg_elbo": m.train_neg_elbo}
-        if m.epoch % every == 0 and m.epoch < cfg.train.epochs:
+        # the last epoch too: a trial that fails in evaluation or FID then resumes there
+        if m.epoch % every == 0 or m.epoch == cfg.train.epochs:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), os.path.join(folder, STATE_FILE))
                 metrics[COMMITTED_KEY] = True
