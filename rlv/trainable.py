@@ -2,8 +2,9 @@
 
 Each epoch is reported to Tune; every `checkpoint_every` epochs, and after the last one, the report
 carries a checkpoint (the Trainer's state) and `committed: True`, which tells the driver's store
-writer that those epochs will never be re-run. The last report carries the trial's row and its PNG images (base64,
-so that they reach the driver whichever node ran the trial). Trials never write the store.
+writer that those epochs will never be re-run. The final report carries the trial's row and its
+PNG images (base64, so that they reach the driver whichever node ran the trial). Trials never
+write the store.
 """
 
 from __future__ import annotations
