@@ -67,7 +67,7 @@ def test_notebook_runs_end_to_end(
 ) -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     first_code = next(c for c in notebook.cells if c.cell_type == "code")
-    assert 'STORE = os.environ.get("RLV_STORE", "results")' in first_code.source
+    assert 'STORE = os.environ.get("RLV_STORE", "../results")' in first_code.source
     # The committed notebook carries no outputs.
     assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
     monkeypatch.setenv("RLV_STORE", str(store))
