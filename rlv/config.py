@@ -53,7 +53,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     fid_samples: int = 10_000  # generated and real images for FID; 0 skips FID
-    fid_batch_size: int | None = None  # None: 16 on a CPU (fastest there), 200 on a GPU
+    fid_batch_size: int | None = None  # None: 16 on a CPU (fastest there), 100 on a GPU
     reconstructions: int = 8
     samples: int = 64
     interpolation_pairs: int = 4
