@@ -5,7 +5,7 @@ model and initial weights with the thesis's layers as written (nn.Upsample then 
 memory format), the same batch size and loss, `loss.item()` per batch. Both loops
 train the same cell from the same initial weights; the report gives seconds per epoch, their
 ratio, the epoch's FLOPs (torch's FLOP counter) and the fraction of this machine's measured fp32
-matrix-multiply peak. Runs of one setup vary by 15-20% on shared CPUs (PERF.md): compare ratios
+matrix-multiply peak. Runs of one setup vary by 15-20% on shared CPUs: compare ratios
 measured together, and use several epochs.
 """
 
@@ -22,10 +22,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rlv.config import DataConfig, ModelConfig, TrainConfig
 from rlv.data import DATASETS, load_split
+from rlv.errors import RlvError
 from rlv.models import LAYERS, build_vae
 from rlv.models.layers import UpsampleConv
 from rlv.objective import OBJECTIVES
 from rlv.train import Trainer, autocast, synchronize
+from rlv.trial import choose_device
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,11 @@ def format_row(row: BenchRow) -> str:
 def run_benchmark(*, layers: list[str], priors: list[str], encoder: str, epochs: int,
                   train_size: int | None, precisions: list[str],
                   log: Callable[[str], None]) -> list[BenchRow]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if epochs < 1:
+        raise RlvError(f"epochs = {epochs}: the benchmark needs at least 1 epoch per loop")
+    if train_size is not None and not 0 < train_size <= DATASETS.build("mnist").sizes.train:
+        raise RlvError(f"train_size = {train_size}: use 1 to 25000 (MNIST's training split)")
+    device = choose_device()
     peak = matmul_peak_gflops(device)
     log(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"fp32 matmul peak {peak:.0f} GFLOP/s; {epochs} epochs each, medians")

@@ -18,10 +18,11 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from rlv import columns as col
-from rlv.store import StoreWriter, write_status
+from rlv.store import StoreWriter
 from rlv.trainable import COMMITTED_KEY, EPOCH_KEY, IMAGES_KEY, ROW_KEY, decode_images
 
-HEARTBEAT_S = 5.0  # the status file is rewritten at most this often, except on trial events
+HEARTBEAT_S = 10.0  # the status file (the driver's heartbeat) is rewritten this often, and on
+# every trial event; `rlv status` and `rlv launch` take a driver silent for 120 s as gone
 
 
 def _error_line(trial: Trial) -> str:
@@ -72,8 +73,13 @@ class StoreCallback(Callback):
         if result.get(COMMITTED_KEY):
             self.writer.write_epochs(self._pending.pop(key, []))
         if ROW_KEY in result:
-            self.writer.write_trial(result[ROW_KEY], decode_images(result[IMAGES_KEY]))
+            self.writer.write_trial(result[ROW_KEY], decode_images(result.pop(IMAGES_KEY)))
+            # popped: Tune keeps each trial's last result in every snapshot of its state, and
+            # the images are in the store now
         self._write_status(trials)
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        self._write_status(trials)  # the heartbeat, also while every trial is deep in FID
 
     def _drop(self, trial: Trial) -> None:
         self._pending.pop(trial.trial_id, None)
@@ -115,7 +121,7 @@ class StoreCallback(Callback):
         status = {"sweep": self.sweep, "updated_at": datetime.now(UTC).isoformat(),
                   "ended": ended, "driver": f"{socket.gethostname()}:{os.getpid()}",
                   "trials": entries}
-        write_status(self.store, self.sweep, status)
+        self.writer.write_status(status)
 
 
 class ProgressCallback(Callback):

@@ -113,17 +113,8 @@ def _load_sweep(sweep: str):  # type: ignore[no-untyped-def]
 @app.command()
 def check(sweep: Annotated[str, typer.Argument(help="Sweep name (sweeps/NAME.yaml) or path.")]) -> None:
     """Validate a sweep file without running it: trial count and resources."""
-    spec = _load_sweep(sweep)
-    trials = spec.trials()
-    factors = ", ".join(f"{k} {len(v)}" for k, v in spec.factors.items())
-    echo(f"sweep {spec.name}: OK, {len(trials)} trials ({factors}, seeds {len(spec.seeds)})")
-    gpu = spec.resources.gpu
-    echo(f"each trial asks for {spec.resources.cpu:g} CPU and "
-         f"{'0.25 GPU where the cluster has GPUs, else none' if gpu == 'auto' else f'{gpu:g} GPU'}")
-    first = trials[0]
-    echo(f"epochs {first.train.epochs}, FID samples {first.eval.fid_samples}, "
-         f"max failures {spec.max_failures}, store {spec.store}")
-    echo(f"trials: {trials[0].name} ... {trials[-1].name}")
+    for line in _load_sweep(sweep).describe():
+        echo(line)
 
 
 @app.command()
@@ -158,19 +149,9 @@ def launch(
 
     outcome = run_sweep(spec, LaunchOptions(store=store, address=address, num_cpus=num_cpus,
                                             num_gpus=num_gpus), echo)
-    import resource
-
-    n = len(outcome.finished) + len(outcome.failed)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    echo(f"sweep {outcome.sweep}: {len(outcome.finished)}/{n} trials finished in "
-         f"{outcome.wall_s:.0f} s; trials' own time {outcome.trial_s:.0f} s on {outcome.slots} "
-         f"slots, Ray adds {outcome.overhead_per_trial_s:.2f} s per trial; driver peak memory "
-         f"{peak_mb:.0f} MB")
-    echo(f"store: {outcome.store}  (pandas: pd.read_parquet('{outcome.store}/trials'))")
-    if outcome.failed:
-        for trial, error in sorted(outcome.failed.items()):
-            echo(f"FAILED {trial}: {error}")
-        echo("rerun the same command to retry the failed trials from their last checkpoints")
+    for line in outcome.summary():
+        echo(line)
+    if not outcome.ok:
         raise typer.Exit(1)
 
 
@@ -180,11 +161,11 @@ def status(
     store: Annotated[str | None, typer.Option(help="Store folder or URI (overrides the sweep's).")] = None,
 ) -> None:
     """Finished, running, failed and pending trials of a sweep, and where its store is."""
-    from rlv.launch import LaunchOptions, resolve_store
+    from rlv.launch import store_location
     from rlv.status import sweep_status
 
     spec = _load_sweep(sweep)
-    for line in sweep_status(spec, resolve_store(spec, LaunchOptions(store=store))).lines():
+    for line in sweep_status(spec, store_location(spec, store)).lines():
         echo(line)
 
 

@@ -14,7 +14,9 @@ import asyncio
 import json
 import os
 import shlex
+import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -63,11 +65,20 @@ def use_token_auth() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
+def ray_cli(*args: str) -> list[str]:
+    """A `ray` command line for this Python's Ray, whether or not its venv is on PATH."""
+    beside = Path(sys.executable).parent / "ray"
+    return [str(beside) if beside.exists() else (shutil.which("ray") or "ray"), *args]
+
+
 def ensure_token() -> None:
     """Create ~/.ray/auth_token if missing: cluster.yaml mounts it on every node."""
     if not (Path.home() / ".ray" / "auth_token").exists():
-        subprocess.run(["ray", "get-auth-token", "--generate"], check=True,
-                       capture_output=True, text=True)
+        done = subprocess.run(ray_cli("get-auth-token", "--generate"), capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise RlvError(f"cannot create a Ray token (ray get-auth-token --generate): "
+                           f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
 
 
 def wait_for_dashboard(url: str, timeout_s: float) -> None:
@@ -85,8 +96,8 @@ def wait_for_dashboard(url: str, timeout_s: float) -> None:
             time.sleep(2)
 
 
-def bring_up(cluster: Path, echo: Callable[[str], None]) -> tuple[str, subprocess.Popen[bytes]]:
-    """`ray up` the cluster and forward its dashboard to localhost; (dashboard URL, forwarder)."""
+def bring_up(cluster: Path, echo: Callable[[str], None]) -> None:
+    """`ray up` the cluster of a cluster-launcher config (idempotent: a running one is updated)."""
     validate_cluster_config(cluster)
     ensure_token()
     from ray.autoscaler.sdk import create_or_update_cluster
@@ -97,12 +108,33 @@ def bring_up(cluster: Path, echo: Callable[[str], None]) -> tuple[str, subproces
                                  no_config_cache=False)
     except Exception as exc:
         raise RlvError(f"ray up {cluster} failed: {str(exc).splitlines()[0]}") from None
-    forwarder = subprocess.Popen(["ray", "dashboard", str(cluster), "--port", str(DASHBOARD_PORT)],
+
+
+def forward_dashboard(cluster: Path, echo: Callable[[str], None]) -> subprocess.Popen[bytes]:
+    """An SSH tunnel to the head's dashboard (`ray dashboard`); the caller terminates it."""
+    forwarder = subprocess.Popen(ray_cli("dashboard", str(cluster), "--port", str(DASHBOARD_PORT)),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{DASHBOARD_PORT}"
-    wait_for_dashboard(url, timeout_s=120)
-    echo(f"Ray dashboard: {url} (an SSH tunnel; later: `ray dashboard {cluster}`)")
-    return url, forwarder
+    try:
+        wait_for_dashboard(f"http://127.0.0.1:{DASHBOARD_PORT}", timeout_s=120)
+    except RlvError:
+        forwarder.terminate()
+        raise
+    echo(f"Ray dashboard: http://127.0.0.1:{DASHBOARD_PORT} (an SSH tunnel; later: "
+         f"`ray dashboard {cluster}`)")
+    return forwarder
+
+
+def check_cluster_store(store: str, on_cloud: bool) -> None:
+    """A job runs in a temporary folder on the head, and a cloud cluster has many nodes."""
+    if "://" in store:
+        return
+    if on_cloud:
+        raise RlvError(f"store {store!r} is a local folder; a cloud cluster's nodes need a "
+                       "shared store: pass --store s3://BUCKET/PATH (or gs://...)")
+    if not os.path.isabs(store):
+        raise RlvError(f"store {store!r} is a relative path, which a Ray Job would resolve in its "
+                       "temporary folder; pass --store with a URI (s3://...) or an absolute path "
+                       "that every node of the cluster shares")
 
 
 def entrypoint(spec: SweepSpec, store: str | None) -> str:
@@ -123,18 +155,26 @@ async def _stream(client: Any, job_id: str, echo: Callable[[str], None]) -> None
 def submit_sweep(spec: SweepSpec, *, sweep_arg: str, cluster: Path | None, address: str | None,
                  store: str | None, echo: Callable[[str], None]) -> int:
     """Run the sweep as a Ray Job on a cluster; the job's exit status (0 when every trial ran)."""
+    check_cluster_store(store or spec.store, on_cloud=cluster is not None)
     use_token_auth()
     forwarder = None
-    if cluster is not None:
-        shared = store or spec.store
-        if "://" not in shared:
-            raise RlvError(f"store {shared!r} is a local folder; a cloud cluster's nodes need a "
-                           "shared store: pass --store s3://BUCKET/PATH (or gs://...)")
-        url, forwarder = bring_up(cluster, echo)
-        use_token_auth()
-    else:
-        url = (address or "").rstrip("/")
-        wait_for_dashboard(url, timeout_s=10)
+    try:
+        if cluster is not None:
+            bring_up(cluster, echo)
+            use_token_auth()  # ray up made the token if there was none
+            forwarder = forward_dashboard(cluster, echo)
+            url = f"http://127.0.0.1:{DASHBOARD_PORT}"
+        else:
+            url = (address or "").rstrip("/")
+            wait_for_dashboard(url, timeout_s=10)
+        return _run_job(spec, url, store, sweep_arg, echo)
+    finally:
+        if forwarder is not None:
+            forwarder.terminate()
+
+
+def _run_job(spec: SweepSpec, url: str, store: str | None, sweep_arg: str,
+             echo: Callable[[str], None]) -> int:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     try:
@@ -153,9 +193,6 @@ def submit_sweep(spec: SweepSpec, *, sweep_arg: str, cluster: Path | None, addre
     except KeyboardInterrupt:
         echo(f"detached from job {job_id}; it keeps running (rlv status {sweep_arg})")
         return 130
-    finally:
-        if forwarder is not None:
-            forwarder.terminate()
     info = client.get_job_info(job_id)
     if info.status == JobStatus.SUCCEEDED:
         return 0

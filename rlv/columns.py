@@ -1,7 +1,7 @@
 """Result column names, defined once.
 
 The trial reports under these names, the store writes them, the analysis reads them. They are a
-public contract (../shared/SPEC.md "The results store"): rename nothing, add freely.
+public contract (README, "The store, in Jupyter"): rename nothing, add freely.
 Imports nothing heavy so that `rlv.analysis` can use it without torch or Ray.
 """
 

@@ -144,13 +144,3 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
         )
     kwargs = {key: _check_value(prefix + key, value, hints[key]) for key, value in data.items()}
     return cls(**kwargs)
-
-
-def replace(cfg: TrialConfig, **sections: dict[str, Any]) -> TrialConfig:
-    """A copy of `cfg` with some settings of some sections changed, checked like from_dict."""
-    data = cfg.to_dict()
-    for section, values in sections.items():
-        if section not in data or not isinstance(data[section], dict):
-            raise RlvError(f"unknown config section {section!r}")
-        data[section].update(values)
-    return TrialConfig.from_dict(data)

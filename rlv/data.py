@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import io
 import logging
 import os
 import pickle
@@ -27,7 +28,7 @@ import torch
 
 from rlv.config import DataConfig
 from rlv.errors import RlvError
-from rlv.paths import cache_dir, file_digest
+from rlv.paths import atomic_write_bytes, cache_dir, file_digest
 from rlv.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,9 @@ class Dataset(ABC):
         if array.shape != (self.total, self.channels, 32, 32) or array.dtype != np.uint8:
             raise RlvError(f"{source} decoded to {array.dtype} {array.shape}; expected uint8 "
                            f"({self.total}, {self.channels}, 32, 32): is it the right file?")
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, array)
-        os.replace(tmp, cached)
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        atomic_write_bytes(cached, buffer.getvalue())  # concurrent trials write the same bytes
         return array
 
     @abstractmethod

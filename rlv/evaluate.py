@@ -16,7 +16,7 @@ EVAL_BATCH = 1000  # no gradients: larger batches cost nothing extra in memory t
 
 @torch.inference_mode()
 def test_metrics(model: VAE, test: torch.Tensor, seed: int) -> dict[str, float]:
-    """Mean test-set terms (one posterior sample per image, seeded): SPEC.md's test columns."""
+    """Mean test-set terms (one posterior sample per image, seeded): the store's test columns."""
     model.eval()
     with torch.random.fork_rng(devices=[test.device] if test.device.type == "cuda" else []):
         torch.manual_seed(derived_seed(seed, "test"))

@@ -19,8 +19,10 @@ identical files).
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -31,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rlv.paths import atomic_write_bytes, cache_dir
+from rlv.paths import atomic_write_bytes, cache_dir, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -246,10 +248,19 @@ def stats_path(real_key: str) -> Path:
 
 
 def _weights_id() -> str:
-    """Names the Inception weights in cached statistics, so other weights never reuse them."""
-    from rlv.fid_weights import inception_weights_path
+    """Names the Inception weights in cached statistics, so other weights never reuse them: the
+    converted file's name carries its source's SHA1; a $RLV_FID_WEIGHTS file is hashed."""
+    from rlv.fid_weights import WEIGHTS_ENV, inception_weights_path
 
-    return inception_weights_path().name
+    path = inception_weights_path()
+    if os.environ.get(WEIGHTS_ENV):
+        return f"{path.name}-{_sha1(str(path), path.stat().st_mtime_ns)}"
+    return path.name
+
+
+@functools.lru_cache(maxsize=4)
+def _sha1(path: str, mtime_ns: int) -> str:
+    return file_digest(Path(path), "sha1")
 
 
 def real_statistics(real_key: str, real_images: Callable[[], torch.Tensor], *,

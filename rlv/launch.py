@@ -9,9 +9,11 @@ address) submits this same command as a Ray Job: see cluster.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import resource
 import socket
 import time
 from collections.abc import Callable
@@ -19,12 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlv.errors import RlvError
-from rlv.store import open_store
+from rlv.status import driver_alive
+from rlv.store import open_store, read_status, write_bytes
 from rlv.sweep import SweepSpec
 
 log = logging.getLogger(__name__)
 
 TUNE_DIR = "_tune"  # STORE/_tune/SWEEP: Tune's experiment state and checkpoints
+# rlv's environment that trials must see as the driver does (paths made absolute first)
+PATH_ENV = ("RLV_CACHE_DIR", "RLV_DATA_DIR", "RLV_FID_WEIGHTS")
 
 
 @dataclass(frozen=True)
@@ -56,12 +61,41 @@ class SweepOutcome:
     def ok(self) -> bool:
         return not self.failed
 
+    def summary(self) -> list[str]:
+        """What `rlv launch` prints at the end: counts, times, memory, the store, failures."""
+        n = len(self.finished) + len(self.failed)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        lines = [f"sweep {self.sweep}: {len(self.finished)}/{n} trials finished in "
+                 f"{self.wall_s:.0f} s; trials' own time {self.trial_s:.0f} s on {self.slots} "
+                 f"slots, Ray adds {self.overhead_per_trial_s:.2f} s per trial; driver peak "
+                 f"memory {peak_mb:.0f} MB",
+                 f"store: {self.store}  (pandas: pd.read_parquet('{self.store}/trials'))"]
+        lines += [f"FAILED {trial}: {error}" for trial, error in sorted(self.failed.items())]
+        if self.failed:
+            lines.append("rerun the same command to retry the failed trials from their last "
+                         "checkpoints")
+        return lines
 
-def resolve_store(spec: SweepSpec, options: LaunchOptions) -> str:
-    store = options.store or spec.store
-    if "://" in store:
-        return store
-    return str(Path(store).expanduser().resolve())
+
+def store_location(spec: SweepSpec, override: str | None) -> str:
+    """The sweep's store: the override or the file's, local folders made absolute."""
+    store = override or spec.store
+    return store if "://" in store else str(Path(store).expanduser().resolve())
+
+
+def absolute_paths(spec: SweepSpec) -> SweepSpec:
+    """The spec with a relative data_dir made absolute, and rlv's path variables likewise:
+    trials resolve paths after Tune has moved them into their own folders."""
+    for name in PATH_ENV:
+        value = os.environ.get(name)
+        if value and "://" not in value and not os.path.isabs(os.path.expanduser(value)):
+            os.environ[name] = str(Path(value).expanduser().resolve())
+    data = spec.settings.get("data", {})
+    data_dir = data.get("data_dir")
+    if not data_dir or os.path.isabs(os.path.expanduser(data_dir)):
+        return spec
+    settings = {**spec.settings, "data": {**data, "data_dir": str(Path(data_dir).resolve())}}
+    return dataclasses.replace(spec, settings=settings)
 
 
 def preflight(spec: SweepSpec) -> None:
@@ -80,22 +114,35 @@ def preflight(spec: SweepSpec) -> None:
         check_weights_available()
 
 
-def _check_fingerprint(store: str, spec: SweepSpec) -> None:
-    """Refuse to resume a sweep whose trials changed since it was started in this store."""
+def check_not_running(store: str, spec: SweepSpec) -> None:
+    """One driver per sweep: a second one would run every trial again beside the first."""
+    status = read_status(store, spec.name)
+    if driver_alive(status):
+        raise RlvError(f"sweep {spec.name!r} is already running in store {store} (driver "
+                       f"{status.get('driver')}, last heard at {status['updated_at']}); watch it "
+                       "with `rlv status`, or stop that driver first")
+
+
+def check_fingerprint(store: str, spec: SweepSpec) -> None:
+    """Refuse to resume a sweep whose grid or settings changed since it started in this store."""
     fs, root = open_store(store)
     path = f"{root}/{TUNE_DIR}/{spec.name}.sweep.json"
     fingerprint = spec.fingerprint()
-    if fs.get_file_info(path).type.name == "File":
-        with fs.open_input_stream(path) as f:
-            saved = json.loads(f.read().decode())
-        if saved.get("fingerprint") != fingerprint:
-            raise RlvError(f"store {store} holds sweep {spec.name!r} started with other settings "
-                           f"(see {path}); rename the sweep, use another --store, or delete "
-                           f"{root}/{TUNE_DIR}/{spec.name} to start over")
-        return
-    fs.create_dir(f"{root}/{TUNE_DIR}", recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(json.dumps({"fingerprint": fingerprint, "spec": spec.to_dict()}, indent=1).encode())
+    try:
+        saved = None
+        if fs.get_file_info(path).type.name == "File":
+            with fs.open_input_stream(path) as f:
+                saved = json.loads(f.read().decode())
+    except OSError as exc:
+        raise RlvError(f"cannot read {path}: {exc}") from None
+    if saved is None:
+        write_bytes(fs, path, json.dumps({"fingerprint": fingerprint, "spec": spec.to_dict()},
+                                         indent=1).encode())
+    elif saved.get("fingerprint") != fingerprint:
+        # starting over in place would mix two settings' rows under one sweep name
+        raise RlvError(f"store {store} holds sweep {spec.name!r} started with other factors, "
+                       f"seeds or settings (see {path}); give the changed sweep another name, "
+                       "or use another --store")
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -112,23 +159,26 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
                        "and the address host:port of its head?") from None
 
 
-def start_ray(options: LaunchOptions, echo: Callable[[str], None]) -> str:
+def start_ray(options: LaunchOptions) -> str:
     """Start the embedded cluster or join one; return the dashboard URL ("" if there is none)."""
     import ray
 
     if ray.is_initialized():
         return ""
     address = options.address or os.environ.get("RAY_ADDRESS")
+    env = {name: os.environ[name] for name in PATH_ENV if os.environ.get(name)}
+    runtime_env = {"env_vars": env} if env else None  # workers of a joined cluster see them too
     if address:
         check_reachable(address)
     try:
         if address:
-            context = ray.init(address=address, log_to_driver=False)
+            context = ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         else:
             # "local": a new cluster of our own, even where another one runs on this machine
-            context = ray.init(address="local", num_cpus=options.num_cpus, num_gpus=options.num_gpus,
-                               include_dashboard=True, dashboard_host="127.0.0.1",
-                               log_to_driver=False)
+            context = ray.init(address="local", num_cpus=options.num_cpus,
+                               num_gpus=options.num_gpus, include_dashboard=True,
+                               dashboard_host="127.0.0.1", log_to_driver=False,
+                               runtime_env=runtime_env)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray cluster"
         raise RlvError(f"cannot reach Ray at {where}: {str(exc).splitlines()[0]}") from None
@@ -159,11 +209,13 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
     from rlv.trainable import run_sweep_trial, trial_dirname, trial_name
     from rlv.tune_state import mark_finished
 
-    store = resolve_store(spec, options)
+    spec = absolute_paths(spec)
+    store = store_location(spec, options.store)
     trials = spec.trials()
     preflight(spec)
-    _check_fingerprint(store, spec)
-    dashboard = start_ray(options, echo)
+    check_not_running(store, spec)
+    check_fingerprint(store, spec)
+    dashboard = start_ray(options)
     if dashboard:
         echo(f"Ray dashboard: {dashboard}")
     per_trial = trial_resources(spec.resources, ray.cluster_resources(), echo)
@@ -171,16 +223,20 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
          f"+ {per_trial['gpu']:g} GPU; store {store}")
 
     trainable = tune.with_resources(run_sweep_trial, per_trial)
-    callbacks = [StoreCallback(store, spec.name), ProgressCallback(len(trials), echo)]
+    writer = StoreCallback(store, spec.name)
+    callbacks = [writer, ProgressCallback(len(trials), echo)]
+    failures = tune.FailureConfig(max_failures=spec.max_failures)
     experiment = f"{store.rstrip('/')}/{TUNE_DIR}/{spec.name}"
     start = time.monotonic()
     if tune.Tuner.can_restore(experiment):
         echo(f"resuming sweep {spec.name} from {experiment}")
-        mark_finished(experiment, callbacks[0].writer.trials_written)  # type: ignore[attr-defined]
+        mark_finished(experiment, writer.writer.trials_written)
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-        # callbacks are pickled with the experiment; give the restored run live ones
+        # the run config is pickled with the experiment: give the restored run live callbacks
+        # and this file's retries (trials keep the resources they were created with)
         assert tuner._local_tuner is not None, "Tuner.restore ran without a local tuner"
         tuner._local_tuner._run_config.callbacks = callbacks  # noqa: SLF001
+        tuner._local_tuner._run_config.failure_config = failures  # noqa: SLF001
     else:
         tuner = tune.Tuner(
             trainable,
@@ -190,7 +246,7 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=f"{store.rstrip('/')}/{TUNE_DIR}",
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                failure_config=failures,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 callbacks=callbacks,
                 verbose=0,
@@ -200,7 +256,7 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
     outcome = SweepOutcome(spec.name, store, wall_s=time.monotonic() - start, dashboard=dashboard,
                            slots=min(len(trials), concurrency(per_trial, ray.cluster_resources())))
     for result in (grid[i] for i in range(len(grid))):
-        name = trial_name_of(result.path)
+        name = result.path.rstrip("/").rsplit("/", 1)[-1]  # the trial's folder: its name
         if result.error is not None:
             lines = [ln for ln in str(result.error).splitlines() if ln.strip()]
             outcome.failed[name] = lines[-1].strip() if lines else type(result.error).__name__
@@ -209,7 +265,3 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
             row = (result.metrics or {}).get("rlv_row") or {}
             outcome.trial_s += float(row.get("trial_seconds", 0.0))
     return outcome
-
-
-def trial_name_of(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]

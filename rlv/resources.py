@@ -6,7 +6,6 @@ Ray leaves a trial that asks for a GPU on a cluster without one pending forever 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,11 @@ def autoscaling_capacity(config_path: Path = BOOTSTRAP_CONFIG) -> dict[str, floa
     return capacity
 
 
-def trial_resources(requested: Resources, cluster: dict[str, Any],
-                    notice: Callable[[str], None]) -> dict[str, float]:
-    """Tune's per-trial resources for `requested` on a cluster with `cluster` resources."""
-    extra = autoscaling_capacity()
+def trial_resources(requested: Resources, cluster: dict[str, Any], notice: Callable[[str], None],
+                    extra: dict[str, float] | None = None) -> dict[str, float]:
+    """Tune's per-trial resources for `requested` on a cluster with `cluster` resources, plus
+    `extra` that an autoscaler can add (default: read from the head's cluster config)."""
+    extra = autoscaling_capacity() if extra is None else extra
     gpus = float(cluster.get("GPU", 0)) + extra.get("GPU", 0.0)
     cpus = float(cluster.get("CPU", 0)) + extra.get("CPU", 0.0)
     if requested.gpu == "auto":
@@ -66,6 +66,3 @@ def concurrency(per_trial: dict[str, float], cluster: dict[str, Any]) -> int:
     fits = [int(float(cluster.get(k.upper(), 0)) // v) for k, v in per_trial.items() if v > 0]
     return max(1, min(fits)) if fits else 1
 
-
-def local_cpus() -> int:
-    return os.cpu_count() or 1

@@ -6,6 +6,7 @@ PNG grids and, while training, `checkpoint.pt`: running the same command again r
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Callable
@@ -65,10 +66,9 @@ def train_to_folder(cfg: TrialConfig, out: Path, echo: Callable[[str], None]) ->
         echo(f"epoch {m.epoch:>{width}}/{cfg.train.epochs}  neg ELBO {m.train_neg_elbo:9.3f}  "
              f"RE {m.train_re:8.3f}  RT {m.train_rt:8.3f}{logdet}  {m.epoch_time_s:6.2f} s")
         if m.epoch % cfg.train.checkpoint_every == 0 or m.epoch == cfg.train.epochs:
-            state = {"config": cfg.to_dict(), "trainer": trainer.state_dict()}
-            tmp = out / f".{CHECKPOINT}.tmp"
-            torch.save(state, tmp)
-            tmp.replace(out / CHECKPOINT)
+            buffer = io.BytesIO()
+            torch.save({"config": cfg.to_dict(), "trainer": trainer.state_dict()}, buffer)
+            atomic_write_bytes(out / CHECKPOINT, buffer.getvalue())
 
     echo(f"{cfg.name}: {cfg.data.dataset}, {cfg.train.epochs} epochs, objective "
          f"{cfg.train.objective}, FID on {cfg.eval.fid_samples} samples")

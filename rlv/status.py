@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from rlv.store import StoreWriter, read_status
+from rlv.store import finished_trials, read_status
 from rlv.sweep import SweepSpec
 
-STALE_S = 120.0  # a driver that has not written its status for this long is taken as gone
+STALE_S = 120.0  # a driver silent this long is gone (it writes a heartbeat every 10 s)
+
+
+def driver_alive(saved: dict[str, Any]) -> bool:
+    """Whether the driver that wrote status file `saved` still runs the sweep: on this machine,
+    whether its process exists; elsewhere, whether it was heard from in the last STALE_S."""
+    if not saved.get("updated_at") or saved.get("ended"):
+        return False
+    host, _, pid = str(saved.get("driver", "")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    age = (datetime.now(UTC) - datetime.fromisoformat(saved["updated_at"])).total_seconds()
+    return age < STALE_S
 
 
 @dataclass
@@ -43,13 +64,11 @@ class SweepStatus:
 
 def sweep_status(spec: SweepSpec, store: str) -> SweepStatus:
     names = [cfg.name for cfg in spec.trials()]
-    finished = StoreWriter(store, spec.name).trials_written
+    finished = finished_trials(store, spec.name)
     saved = read_status(store, spec.name)
     report = SweepStatus(spec.name, store, total=len(names), driver=saved.get("driver", ""),
                          updated_at=saved.get("updated_at", ""), ended=bool(saved.get("ended")))
-    if report.updated_at:
-        age = (datetime.now(UTC) - datetime.fromisoformat(report.updated_at)).total_seconds()
-        report.driver_alive = not saved.get("ended") and age < STALE_S
+    report.driver_alive = driver_alive(saved)
     trials = saved.get("trials", {})
     for name in names:
         entry = trials.get(name, {})

@@ -1,14 +1,15 @@
-"""The results store: Hive-partitioned Parquet that pandas reads directly (SPEC.md's contract).
+"""The results store: Hive-partitioned Parquet that pandas reads directly (a public contract).
 
     STORE/trials/sweep=NAME/TRIAL_ID.parquet             one row per finished trial
     STORE/epochs/sweep=NAME/TRIAL_ID-eFIRST-LAST.parquet  the epoch rows of one commit
     STORE/images/NAME/TRIAL_ID/{reconstructions,samples,interpolations}.png
 
 STORE is a local folder or a URI that pyarrow opens (s3://, gs://, file://). Only the driver
-writes, through one StoreWriter. Exactly once: a trial row's file is named by the trial, so a
-rewrite replaces it; an epoch row is written only if its (trial, epoch) key is not in the store
-yet (the writer loads the keys when it opens a sweep). Files appear atomically on local disks
-(written under a `.`-name that readers skip, then renamed) and on object stores (one PUT).
+writes, through one StoreWriter, and `rlv launch` refuses to start a second driver on a sweep whose
+driver is alive. Exactly once: a trial row's file is named by the trial, so a rewrite replaces
+it; an epoch row is written only if its (trial, epoch) key is not in the store yet (the writer
+loads the keys when it opens a sweep). Files appear atomically on local disks (written under a
+`.`-name that readers skip, then renamed) and on object stores (one PUT).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +25,6 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -31,6 +32,8 @@ from rlv import columns as col
 from rlv.errors import RlvError
 
 log = logging.getLogger(__name__)
+
+STATUS_DIR = "_status"  # STORE/_status/SWEEP.json: the driver's view of a sweep, for `rlv status`
 
 # Column types, so that every file of a table has the same schema (pyarrow merges by it).
 _STRING, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
@@ -59,17 +62,52 @@ EPOCH_SCHEMA = pa.schema([
 ])  # fmt: skip
 
 
-def open_store(store: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, root path) of a folder or URI; local folders are made absolute."""
-    if "://" in store:
-        try:
-            fs, root = pafs.FileSystem.from_uri(store)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise RlvError(f"cannot open store {store!r}: {exc}") from None
+def open_store(store: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, root path) of a local folder (made absolute) or a URI: pyarrow's own schemes
+    (file://, s3://, gs://, hdfs://), else fsspec's (memory://, ...), where fsspec is installed."""
+    text = os.fspath(store)
+    if "://" not in text:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
+    try:
+        fs, root = pafs.FileSystem.from_uri(text)
         return fs, root.rstrip("/")
-    from pathlib import Path
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        pass  # a scheme pyarrow does not know natively
+    except OSError as exc:  # a known scheme that cannot be reached (credentials, region, ...)
+        raise RlvError(f"cannot open store {text!r}: {_first_line(exc)}") from None
+    try:
+        import fsspec
+    except ImportError:
+        raise RlvError(f"cannot open store {text!r}: unknown scheme and fsspec is not installed; "
+                       "use a folder, file://, s3://, gs:// or hdfs://") from None
+    try:
+        fs_spec, root = fsspec.core.url_to_fs(text)
+    except (ValueError, ImportError) as exc:
+        raise RlvError(f"cannot open store {text!r}: {_first_line(exc)}") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs_spec)), root.rstrip("/")
 
-    return pafs.LocalFileSystem(), str(Path(store).expanduser().resolve())
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write a whole file so that readers see all of it or nothing: on local disks under a
+    `.`-name that readers skip, then renamed; on object stores one PUT is atomic already."""
+    directory, name = path.rsplit("/", 1)
+    try:
+        fs.create_dir(directory, recursive=True)
+        if isinstance(fs, pafs.LocalFileSystem):
+            tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            fs.move(tmp, path)
+        else:
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+    except OSError as exc:
+        raise RlvError(f"cannot write {path} in the store: {_first_line(exc)}") from None
 
 
 def _to_arrow_value(name: str, value: Any) -> Any:
@@ -113,29 +151,21 @@ class StoreWriter:
 
     # --- reading what is there --------------------------------------------------------------
     def _load_keys(self) -> None:
-        self.trials_written = set(_read_column(self._fs, self._partition(col.TRIALS_TABLE),
-                                               [col.TRIAL_ID]).get(col.TRIAL_ID, []))
+        self.trials_written = finished_trials(self.store, self.sweep)
         epochs = _read_column(self._fs, self._partition(col.EPOCHS_TABLE), [col.TRIAL_ID, col.EPOCH])
         self.epochs_written = set(zip(epochs.get(col.TRIAL_ID, []), epochs.get(col.EPOCH, []),
                                       strict=True))
 
-    # --- writing ---------------------------------------------------------------------------
-    def _write_file(self, path: str, data: bytes) -> None:
-        directory, name = path.rsplit("/", 1)
-        self._fs.create_dir(directory, recursive=True)
-        if isinstance(self._fs, pafs.LocalFileSystem):
-            tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
-            with self._fs.open_output_stream(tmp) as f:
-                f.write(data)
-            self._fs.move(tmp, path)  # atomic rename: readers see all of it or nothing
-        else:
-            with self._fs.open_output_stream(path) as f:  # one PUT on object stores
-                f.write(data)
+    def write_status(self, status: dict[str, Any]) -> None:
+        """The sweep's status file, for `rlv status` (and a heartbeat of the driver)."""
+        write_bytes(self._fs, f"{self._root}/{STATUS_DIR}/{self.sweep}.json",
+                    json.dumps(status, indent=1).encode())
 
+    # --- writing ---------------------------------------------------------------------------
     def _write_table(self, path: str, table: pa.Table) -> None:
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        self._write_file(path, buffer.getvalue())
+        write_bytes(self._fs, path, buffer.getvalue())
 
     def write_epochs(self, rows: Iterable[dict[str, Any]]) -> int:
         """Write the epoch rows not in the store yet (one file per trial); returns how many."""
@@ -159,7 +189,7 @@ class StoreWriter:
         row = dict(row)
         for column, png in images.items():
             relative = self.image_path(trial_id, column)
-            self._write_file(f"{self._root}/{relative}", png)
+            write_bytes(self._fs, f"{self._root}/{relative}", png)
             row[column] = relative
         self._write_table(f"{self._partition(col.TRIALS_TABLE)}/{trial_id}.parquet",
                           _table([row], TRIAL_SCHEMA))
@@ -167,12 +197,22 @@ class StoreWriter:
         return True
 
 
+def finished_trials(store: str, sweep: str) -> set[str]:
+    """Ids of the trials of `sweep` that have a row in the store (reads only that partition)."""
+    fs, root = open_store(store)
+    directory = f"{root}/{col.TRIALS_TABLE}/{col.SWEEP}={sweep}"
+    return set(_read_column(fs, directory, [col.TRIAL_ID]).get(col.TRIAL_ID, []))
+
+
 def _read_column(fs: pafs.FileSystem, directory: str, columns: list[str]) -> dict[str, list[Any]]:
     """Some columns of every Parquet file under `directory` ({} if there is none yet)."""
-    info = fs.get_file_info(directory)
-    if info.type == pafs.FileType.NotFound:
-        return {}
-    files = [f for f in fs.get_file_info(pafs.FileSelector(directory, recursive=True))
+    try:
+        if fs.get_file_info(directory).type == pafs.FileType.NotFound:
+            return {}
+        infos = fs.get_file_info(pafs.FileSelector(directory, recursive=True))
+    except OSError as exc:
+        raise RlvError(f"cannot read the store at {directory}: {_first_line(exc)}") from None
+    files = [f for f in infos
              if f.type == pafs.FileType.File and f.base_name.endswith(".parquet")
              and not f.base_name.startswith((".", "_"))]
     out: dict[str, list[Any]] = {c: [] for c in columns}
@@ -180,42 +220,23 @@ def _read_column(fs: pafs.FileSystem, directory: str, columns: list[str]) -> dic
         try:
             table = pq.read_table(f.path, filesystem=fs, columns=columns)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise RlvError(f"corrupt store file {f.path} ({str(exc).splitlines()[0]}); "
+            raise RlvError(f"corrupt store file {f.path} ({_first_line(exc)}); "
                            "move it away and run again: its rows will be rewritten") from None
         for c in columns:
             out[c].extend(table.column(c).to_pylist())
     return out
 
 
-def read_table(store: str, table: str, sweep: str | None = None) -> pa.Table | None:
-    """A whole table of the store (all sweeps, or one), or None when it has no rows."""
-    fs, root = open_store(store)
-    path = f"{root}/{table}"
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
-        return None
-    dataset = ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive")
-    expression = ds.field(col.SWEEP) == sweep if sweep else None
-    return dataset.to_table(filter=expression)
-
-
-STATUS_DIR = "_status"  # STORE/_status/SWEEP.json: the driver's view of a sweep, for `rlv status`
-
-
-def write_status(store: str, sweep: str, status: dict[str, Any]) -> None:
-    fs, root = open_store(store)
-    fs.create_dir(f"{root}/{STATUS_DIR}", recursive=True)
-    with fs.open_output_stream(f"{root}/{STATUS_DIR}/{sweep}.json") as f:
-        f.write(json.dumps(status, indent=1).encode())
-
-
 def read_status(store: str, sweep: str) -> dict[str, Any]:
     """The status file of `sweep`, or {} when there is none (or it is unreadable)."""
     fs, root = open_store(store)
     path = f"{root}/{STATUS_DIR}/{sweep}.json"
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return {}
-    with fs.open_input_stream(path) as f:
-        try:
-            return json.loads(f.read().decode())  # type: ignore[no-any-return]
-        except json.JSONDecodeError:
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.File:
             return {}
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode())  # type: ignore[no-any-return]
+    except OSError as exc:
+        raise RlvError(f"cannot read {path}: {_first_line(exc)}") from None
+    except json.JSONDecodeError:
+        return {}  # written atomically, so only a file edited by hand can be torn

@@ -96,9 +96,23 @@ class SweepSpec:
     def trials(self) -> list[TrialConfig]:
         return [self.trial_config(levels) for levels in self.grid()]
 
+    def describe(self) -> list[str]:
+        """What `rlv check` prints: trial count, what each trial asks for, the budget."""
+        trials = self.trials()
+        factors = ", ".join(f"{k} {len(v)}" for k, v in self.factors.items())
+        gpu = self.resources.gpu
+        asks = "0.25 GPU where the cluster has GPUs, else none" if gpu == "auto" else f"{gpu:g} GPU"
+        first = trials[0]
+        return [f"sweep {self.name}: OK, {len(trials)} trials ({factors}, seeds {len(self.seeds)})",
+                f"each trial asks for {self.resources.cpu:g} CPU and {asks}",
+                f"epochs {first.train.epochs}, FID samples {first.eval.fid_samples}, "
+                f"max failures {self.max_failures}, store {self.store}",
+                f"trials: {first.name} ... {trials[-1].name}"]
+
     def fingerprint(self) -> str:
-        """Changes when what the sweep file asks for changes (resuming it then is refused); not
-        with resources, retries or the description, which a resumed run may change freely."""
+        """Changes when the grid or the settings change (resuming the sweep is then refused); not
+        with the description, the retries (a resumed run uses the file's) or the resources
+        (trials keep those they were created with)."""
         asked = {"name": self.name, "factors": self.to_dict()["factors"], "seeds": list(self.seeds),
                  "settings": self.settings}
         return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:16]
@@ -174,8 +188,10 @@ def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
     if unknown:
         raise _fail(source, f"unknown key {unknown[0]!r}; allowed: {', '.join(SWEEP_KEYS)}")
     name = data.get("name")
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_." for c in name):
-        raise _fail(source, f"name = {name!r}: a non-empty name of letters, digits, - _ . is needed")
+    if (not isinstance(name, str) or not name or name.startswith(".")
+            or not all(c.isalnum() or c in "-_." for c in name)):
+        raise _fail(source, f"name = {name!r}: a name of letters, digits, - _ . is needed "
+                            "(not starting with .)")
     factors_in = data.get("factors") or {}
     if not isinstance(factors_in, dict):
         raise _fail(source, "factors must be a mapping of factor -> list of levels")

@@ -75,7 +75,7 @@ class Trainer:
             x = x_all[order[i : i + bs]]  # (B, C, 32, 32), a gather on the device
             with self.precision:  # autocast the forward only: backward and Adam stay in fp32
                 terms = model(x)
-            neg_elbo = terms.re - terms.rt  # (B,)
+            neg_elbo = terms.neg_elbo  # (B,)
             loss = neg_elbo.mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

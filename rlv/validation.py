@@ -43,6 +43,9 @@ def check_trial_config(cfg: TrialConfig) -> None:
                         ("interpolation_steps", cfg.eval.interpolation_steps)):
         _positive(name, value)
     _positive("fid_samples", cfg.eval.fid_samples, allow_zero=True)
+    if cfg.eval.fid_samples == 1:
+        raise RlvError("fid_samples = 1 is not allowed: FID needs a covariance, so 0 (skip FID) "
+                       "or at least 2 samples")
     _positive("seed", cfg.seed, allow_zero=True)
     train_n, test_n = effective_sizes(dataset, cfg.data)
     if train_n > dataset.sizes.train:

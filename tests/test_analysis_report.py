@@ -15,6 +15,7 @@ from nbclient import NotebookClient
 
 from rlv import columns as col
 from rlv.analysis import anova_table, load_store, write_report
+from rlv.errors import RlvError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "analysis" / "thesis_analysis.ipynb"
 
@@ -83,3 +84,13 @@ def test_notebook_runs_end_to_end(
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 10  # plots and image grids
     text = "".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert col.TEST_NEG_ELBO in text and "L < PNL < RKS < NL" in text
+
+
+def test_write_report_refuses_to_pool_two_sweeps_of_one_dataset(tmp_path: Path) -> None:
+    root = synthetic_store(tmp_path / "store", "quick", seeds=range(1))
+    synthetic_store(root, "thesis-mnist", seeds=range(2))
+    with pytest.raises(RlvError, match=r"several mnist sweeps \(quick, thesis-mnist\).*--sweep"):
+        write_report(root, tmp_path / "report")
+    assert not (tmp_path / "report").exists()  # refused before writing anything
+    paths = write_report(root, tmp_path / "report", sweep="thesis-mnist")
+    assert paths.anova.is_file()

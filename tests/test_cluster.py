@@ -56,3 +56,12 @@ def test_launching_on_a_cluster_needs_a_shared_store_and_fails_before_ray_up() -
     assert out.returncode == 2
     assert "a cloud cluster's nodes need a shared store" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_job_on_an_existing_cluster_refuses_a_relative_store_before_submitting() -> None:
+    # Port 9 (discard) has no dashboard: the store check must come first, with no network wait.
+    out = subprocess.run(["rlv", "launch", "quick", "--address", "http://127.0.0.1:9", "--store",
+                          "results"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2
+    assert "store 'results' is a relative path" in out.stderr
+    assert "Traceback" not in out.stderr

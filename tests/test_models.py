@@ -13,7 +13,7 @@ from rlv.objective import Elbo
 from rlv.train import Trainer
 
 CELLS = list(itertools.product(ENCODERS.names(), LAYERS.names(), PRIORS.names()))
-DATASETS = {"mnist": (1, 16), "svhn": (3, 32)}  # channels, latent size (SPEC.md)
+DATASETS = {"mnist": (1, 16), "svhn": (3, 32)}  # channels, latent size (thesis 4.2)
 
 
 def _vae(encoder: str, layer: str, prior: str, dataset: str = "mnist", seed: int = 0):  # type: ignore[no-untyped-def]

@@ -31,7 +31,8 @@ def test_monte_carlo_kl_of_the_normal_prior_matches_the_closed_form() -> None:
 
 
 def test_constant_variance_encoder_rt_is_the_thesis_value() -> None:
-    """sigma^2 = 1e-6, mu = 0: RT = -0.5 * (-1 - ln 1e-6) = -6.41 per dimension (SPEC.md)."""
+    """sigma^2 = 1e-6, mu = 0: RT = -0.5 * (-1 - ln 1e-6) = -6.41 per dimension (the thesis's
+    -6.46 in table 5.2 adds 0.5 * mu^2)."""
     d, n = 16, 50_000
     gen = torch.Generator().manual_seed(1)
     mu = torch.zeros(n, d)
@@ -62,6 +63,43 @@ def test_thesis_rt_exceeds_elbo_rt_by_logdet_times_one_minus_one_over_d(flows: i
     t = _terms(prior, ThesisRT(), mu, logvar, eps)
     assert t.logdet.abs().max().item() > 1.0  # the identity would not test the weighting
     assert torch.allclose(t.rt - t.rt_elbo, t.logdet * (1 - 1 / d), atol=1e-9)
+
+
+@pytest.mark.parametrize("flows", [2, 6])
+def test_the_elbo_kl_of_a_flow_prior_is_never_negative_but_the_thesis_rt_goes_positive(
+    flows: int,
+) -> None:
+    """KL(q || p) >= 0 for any q and any flow: the Monte-Carlo mean of -rt_elbo * D must not fall
+    below zero beyond its noise, while the thesis's RT (the log-determinant at full weight) can."""
+    torch.manual_seed(4)
+    d, samples = 16, 100_000
+    prior = RealNVP(d, flows).double()
+    with torch.no_grad():
+        for p in prior.scale.parameters():
+            p.mul_(4)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(3):  # three different q(z|x), each a diagonal Gaussian
+        mu = torch.randn(1, d, generator=gen, dtype=torch.float64).expand(samples, d)
+        logvar = (torch.rand(1, d, generator=gen, dtype=torch.float64) * 2 - 1).expand(samples, d)
+        eps = torch.randn(samples, d, generator=gen, dtype=torch.float64)
+        t = _terms(prior, ThesisRT(), mu, logvar, eps)
+        kl = -t.rt_elbo * d  # per-sample KL estimate, summed over dimensions
+        assert kl.mean().item() >= -5 * kl.std().item() / math.sqrt(samples)
+    # The thesis's optimum: every scale at its tanh bound (log|det| = flows * D / 2), shifts zero and
+    # a narrow q at 0. Its RT is then positive, which no -KL can be; the true bound stays negative.
+    with torch.no_grad():
+        for nets, bias in ((prior.scale, -20.0), (prior.shift, 0.0)):
+            for net in nets:
+                last = [m for m in net if isinstance(m, torch.nn.Linear)][-1]
+                last.weight.zero_()
+                last.bias.fill_(bias)
+    n = 4096
+    mu = torch.zeros(n, d, dtype=torch.float64)
+    logvar = torch.full((n, d), 2 * math.log(1e-3), dtype=torch.float64)
+    eps = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    t = _terms(prior, ThesisRT(), mu, logvar, eps)
+    assert t.logdet.mean().item() == pytest.approx(flows * d / 2)
+    assert t.rt.mean().item() > 0 > t.rt_elbo.mean().item()
 
 
 def test_reconstruction_error_is_summed_over_pixels_and_neg_elbo_is_re_minus_rt() -> None:

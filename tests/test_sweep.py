@@ -59,6 +59,7 @@ def base(**changes: Any) -> dict[str, Any]:
     (base(resources={"tpu": 1}), r"unknown resources key 'tpu'; allowed: cpu, gpu"),
     (base(name="a b"), r"name = 'a b'"),
     (base(settings={"eval": {"fid_samples": 30_000}}), r"fid_samples = 30000 exceeds the 25000"),
+    (base(settings={"eval": {"fid_samples": 1}}), r"fid_samples = 1 is not allowed: FID needs a covariance"),
 ])
 def test_bad_sweeps_say_what_is_wrong_and_what_is_allowed(data: dict[str, Any], message: str) -> None:
     with pytest.raises(RlvError, match=message):
@@ -82,13 +83,19 @@ def test_fingerprint_changes_with_the_trials() -> None:
 
 def test_gpu_requests_against_cluster_resources() -> None:
     notices: list[str] = []
-    assert trial_resources(Resources(1, "auto"), {"CPU": 8, "GPU": 1}, notices.append)["gpu"] == 0.25
-    assert trial_resources(Resources(1, "auto"), {"CPU": 8}, notices.append)["gpu"] == 0.0
+
+    def ask(requested: Resources, cluster: dict[str, float], extra: dict[str, float] | None = None):  # type: ignore[no-untyped-def]
+        return trial_resources(requested, cluster, notices.append, extra=extra or {})
+
+    assert ask(Resources(1, "auto"), {"CPU": 8, "GPU": 1})["gpu"] == 0.25
+    assert ask(Resources(1, "auto"), {"CPU": 8})["gpu"] == 0.0
     assert notices and "no GPU" in notices[0]
     with pytest.raises(RlvError, match=r"asks for 0.25 GPU per trial but the cluster has no GPU"):
-        trial_resources(Resources(1, 0.25), {"CPU": 8}, notices.append)
+        ask(Resources(1, 0.25), {"CPU": 8})
     with pytest.raises(RlvError, match=r"asks for 4 CPUs per trial but the cluster has 2"):
-        trial_resources(Resources(4, 0), {"CPU": 2}, notices.append)
+        ask(Resources(4, 0), {"CPU": 2})
+    # a head whose autoscaler can add GPU workers: the request waits for them, it is no error
+    assert ask(Resources(1, 0.25), {"CPU": 4}, extra={"GPU": 8.0, "CPU": 32.0})["gpu"] == 0.25
 
 
 def run_rlv(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

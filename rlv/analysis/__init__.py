@@ -11,7 +11,13 @@ matplotlib can open a store that a cluster wrote:
 from rlv.analysis.anova import ALPHA, MetricFit, anova_table, fit_metric, fit_models
 from rlv.analysis.design import DEFAULT_METRICS, METRIC_MODELS
 from rlv.analysis.labels import METRIC_LABELS, metric_label
-from rlv.analysis.load import Results, list_sweeps, load_store, read_image
+from rlv.analysis.load import (
+    Results,
+    list_sweeps,
+    load_store,
+    read_image,
+    require_one_sweep_per_dataset,
+)
 from rlv.analysis.plots import image_grid, interaction_plot, learning_curves
 from rlv.analysis.posthoc import (
     ordering_string,
@@ -57,6 +63,7 @@ __all__ = [
     "params_table",
     "posthoc_table",
     "read_image",
+    "require_one_sweep_per_dataset",
     "residual_checks",
     "thesis_comparison",
     "thesis_table",

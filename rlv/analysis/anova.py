@@ -1,4 +1,4 @@
-"""The thesis's ANOVA models (SPEC.md "Statistical analysis"), fitted with statsmodels.
+"""The thesis's ANOVA models (thesis section 4.5, chapter 5), fitted with statsmodels.
 
 SPSS's GLM, which the thesis used, codes factors with sum-to-zero contrasts and reports Type III
 sums of squares; `C(x, Sum)` and `anova_lm(typ=3)` do the same, so F and p match SPSS for balanced

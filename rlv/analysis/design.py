@@ -1,4 +1,4 @@
-"""Which ANOVA model each metric gets (SPEC.md "Statistical analysis"), as data.
+"""Which ANOVA model each metric gets (thesis section 4.5, chapter 5), as data.
 
 | metric                                      | model                   | resid df at n = 5 |
 |---------------------------------------------|-------------------------|-------------------|

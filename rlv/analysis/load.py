@@ -1,6 +1,6 @@
 """Read a results store (a folder or a pyarrow/fsspec URI) into two pandas DataFrames.
 
-The store's layout is a public contract (../shared/SPEC.md "The results store"):
+The store's layout is a public contract (README, "The store, in Jupyter"; rlv/store.py):
 `{store}/trials/sweep=NAME/*.parquet` and `{store}/epochs/sweep=NAME/*.parquet`, Hive-partitioned,
 with temporary files named `_*` or `.*` that readers must skip. We read file by file rather than
 through one `pyarrow.dataset` so that a corrupt file can be named in the error, and so that files
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from rlv import columns as col
 from rlv.errors import RlvError
+from rlv.store import open_store  # pyarrow only: no torch, no Ray
 
 logger = logging.getLogger(__name__)
 
@@ -49,30 +50,6 @@ class Results:
         return read_image(self.store, relpath)
 
 
-def resolve_store(store: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the root path inside it, for a local path or a URI."""
-    text = os.fspath(store)
-    if "://" not in text:
-        # Relative local paths are fine for users; pyarrow wants them absolute.
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
-    try:
-        fs, root = pafs.FileSystem.from_uri(text)
-        return fs, root.rstrip("/")
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-        pass  # a scheme pyarrow does not know natively: try fsspec (memory://, gcs via gcsfs, ...)
-    try:
-        import fsspec  # optional; only needed for schemes pyarrow lacks
-    except ImportError as exc:
-        raise RlvError(
-            f"cannot open store URI {text!r}: unknown scheme and fsspec is not installed"
-        ) from exc
-    try:
-        fs_spec, root = fsspec.core.url_to_fs(text)
-    except (ValueError, ImportError) as exc:
-        raise RlvError(f"cannot open store URI {text!r}: {exc}") from exc
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs_spec)), root.rstrip("/")
-
-
 def _is_hidden(part: str) -> bool:
     # The writer stages files as `_tmp...` or `.name.tmp` before an atomic rename.
     return part.startswith(("_", "."))
@@ -90,7 +67,7 @@ def _partition_values(relpath: str) -> dict[str, str]:
 
 def list_sweeps(store: str | os.PathLike[str]) -> tuple[str, ...]:
     """The sweep names of a store's trials table (its `sweep=NAME` folders), sorted."""
-    fs, root = resolve_store(store)
+    fs, root = open_store(store)
     return _list_sweeps(fs, f"{root}/{col.TRIALS_TABLE}")
 
 
@@ -184,7 +161,7 @@ def load_store(store: str | os.PathLike[str], sweep: str | None = None) -> Resul
     `sweep` as str. Raises RlvError for a missing store, a store without trials, an unknown
     sweep (naming those that exist) or a corrupt Parquet file (naming it).
     """
-    fs, root = resolve_store(store)
+    fs, root = open_store(store)
     if fs.get_file_info(root).type == pafs.FileType.NotFound:
         raise RlvError(f"store not found: {os.fspath(store)}")
     trials_root = f"{root}/{col.TRIALS_TABLE}"
@@ -217,9 +194,26 @@ def load_store(store: str | os.PathLike[str], sweep: str | None = None) -> Resul
     return Results(store=os.fspath(store), trials=trials, epochs=epochs)
 
 
+def require_one_sweep_per_dataset(results: Results) -> None:
+    """Refuse to pool sweeps that ran the same data set: their settings (epochs, objective, FID
+    size) may differ, and their cells would be mixed as if they were more seeds of one experiment.
+    Sweeps of different data sets are fine: every table and model is fitted per data set."""
+    trials = results.trials
+    if col.DATASET not in trials or trials.empty:
+        return
+    pairs = trials[[col.DATASET, col.SWEEP]].astype(str).drop_duplicates()
+    for dataset, group in pairs.groupby(col.DATASET):
+        if len(group) > 1:
+            names = ", ".join(sorted(group[col.SWEEP]))
+            raise RlvError(
+                f"store {results.store} holds several {dataset} sweeps ({names}): "
+                f"name one with --sweep (in Python: sweep=...)"
+            )
+
+
 def read_image(store: str | os.PathLike[str], relpath: str) -> bytes:
     """The bytes of a file named relative to the store root (image columns hold such paths)."""
-    fs, root = resolve_store(store)
+    fs, root = open_store(store)
     path = f"{root}/{relpath.lstrip('/')}"
     try:
         with fs.open_input_stream(path) as stream:

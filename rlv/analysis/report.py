@@ -23,7 +23,7 @@ from rlv import columns as col
 from rlv.analysis.anova import anova_table
 from rlv.analysis.design import DEFAULT_METRICS
 from rlv.analysis.labels import metric_label, present_levels
-from rlv.analysis.load import Results, load_store
+from rlv.analysis.load import Results, load_store, require_one_sweep_per_dataset
 from rlv.analysis.plots import image_cells, interaction_plot, learning_curves
 from rlv.analysis.posthoc import ordering_table, posthoc_table, residual_checks
 from rlv.analysis.render import (
@@ -224,8 +224,10 @@ def _images(results: Results, out: Path, blocks: list[Block]) -> list[Path]:
 def write_report(
     store: str | os.PathLike[str], out: str | os.PathLike[str], sweep: str | None = None
 ) -> ReportPaths:
-    """Analyse a store (one sweep or all) and write the report files into `out`."""
+    """Analyse a store (one sweep, or all when each data set has one) and write the report files."""
     results = load_store(store, sweep)
+    if sweep is None:
+        require_one_sweep_per_dataset(results)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = results.trials

@@ -4,12 +4,12 @@
 the per-cell mean and std over 5 seeds of the test negative ELBO, RT, RE, the FID and the seconds
 per epoch (24 cells x 5 metrics). `data/thesis_svhn.csv` holds table 5.10 (SVHN, conv x flow6,
 4 encoders x the same 5 metrics). Both were transcribed from the thesis text and checked twice;
-their header comments say so. Table 5.6 (trainable weights) is left out: SPEC.md explains why it
-cannot be reproduced from the architecture.
+their header comments say so. Table 5.6 (trainable weights) is left out: its counts cannot be
+derived from the architecture of appendix B (the fc decoder alone has 1,741,696 parameters).
 
 `THESIS_ORDERINGS` holds the post hoc orderings the thesis states in its text (chapter 5).
 Measured RT differs from the thesis's for flow priors unless the sweep used the thesis's objective
-variant (SPEC.md, "The thesis's metric conventions"); the comparison keeps `objective` as a column
+variant (README, "The two objectives"); the comparison keeps `objective` as a column
 when the results have one, so both can be compared.
 """
 

@@ -1,7 +1,7 @@
 """Encoder types (the `encoder` factor): which parts of q(z|x) learn.
 
 Every encoder is a frozen `trunk` followed by a learnable `head`. The trunk runs under no_grad
-(frozen layers need no activations kept for backward: 5-15% faster, PERF.md) and its parameters
+(frozen layers need no activations kept for backward: 5-15% faster on a CPU) and its parameters
 have requires_grad False, so the optimiser never sees them. Encoders that output the mean only
 use the constant variance sigma2 (thesis table 4.1: 1e-6).
 

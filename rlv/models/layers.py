@@ -22,7 +22,8 @@ class LayerType(ABC):
     """Builds the networks of one layer type."""
 
     # Memory format the images (and the model) should use for speed: conv layers are 1.8x faster
-    # in channels_last on oneDNN (PERF.md); flat fc layers want plain contiguous rows.
+    # in channels_last on oneDNN (about 2x per epoch on a 2-core CPU); flat fc layers want
+    # plain contiguous rows.
     memory_format: torch.memory_format = torch.contiguous_format
 
     def __init__(self, channels: int, latent_dim: int) -> None:
@@ -40,7 +41,8 @@ class LayerType(ABC):
 
     @abstractmethod
     def decoder(self) -> nn.Module:
-        """(B, D) -> (B, C, 32, 32); ends in a plain layer, no output activation (SPEC.md)."""
+        """(B, D) -> (B, C, 32, 32); ends in a plain layer, no output activation (thesis appendix
+        B; a sigmoid there stalls a conv decoder at an all-black output)."""
 
     @abstractmethod
     def split(self, h: torch.Tensor, parts: int) -> list[torch.Tensor]:

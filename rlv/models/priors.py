@@ -25,7 +25,10 @@ def standard_normal_log_density(u: torch.Tensor) -> torch.Tensor:
 
 
 class Prior(nn.Module, ABC):
-    def __init__(self, dim: int) -> None:
+    """Every prior is built as PRIORS.build(name, dim, hidden=...): `hidden` is the width of its
+    networks, where it has any (the standard normal has none)."""
+
+    def __init__(self, dim: int, hidden: int = 64) -> None:
         super().__init__()
         self.dim = dim
         self.register_buffer("_anchor", torch.zeros(()))  # carries the device and dtype
@@ -55,9 +58,6 @@ class Prior(nn.Module, ABC):
 
 
 class StandardNormal(Prior):
-    def __init__(self, dim: int, hidden: int = 64) -> None:
-        super().__init__(dim)
-
     def log_prob_parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return standard_normal_log_density(z), z.new_zeros(z.shape[0])
 
@@ -86,7 +86,7 @@ class RealNVP(Prior):
     """
 
     def __init__(self, dim: int, flows: int, hidden: int = 64) -> None:
-        super().__init__(dim)
+        super().__init__(dim, hidden)
         if dim % 2:
             raise ValueError(f"RealNVP needs an even latent size, got {dim}")
         self.cut = dim // 2  # z = (z[:, :cut], z[:, cut:])
