@@ -49,6 +49,11 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast; opt-in)
     checkpoint_every: int = 10  # epochs between checkpoints (Ray Tune resumes from the last)
 
+    def checkpoint_due(self, epoch: int) -> bool:
+        """Checkpoint after this epoch? Every `checkpoint_every` epochs and after the last one,
+        so a trial that fails in evaluation or FID resumes there rather than retraining."""
+        return epoch % self.checkpoint_every == 0 or epoch == self.epochs
+
 
 @dataclass(frozen=True)
 class EvalConfig:

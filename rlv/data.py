@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import io
 import logging
 import os
@@ -28,7 +27,7 @@ import torch
 
 from rlv.config import DataConfig
 from rlv.errors import RlvError
-from rlv.paths import atomic_write_bytes, cache_dir, file_digest
+from rlv.paths import atomic_write_bytes, cache_dir, file_digest, package_file
 from rlv.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ class Mnist(Dataset):
                         return folder / sub / name
             raise RlvError(f"MNIST not found in data dir {folder}: put {MNIST_FILES[0]} "
                            f"(torchvision's MNIST raw file) there, or MNIST/raw/ under it")
-        offline = _package_file("mnist", "data/mnist.pkl.gz")
+        offline = package_file("mnist", "data/mnist.pkl.gz")
         if offline is not None:
             return offline
         downloaded = _torchvision_download_mnist()
@@ -146,18 +145,6 @@ class Mnist(Dataset):
         else:
             images = _read_idx_images(source)
         return pad_to_32(images)
-
-
-def _package_file(package: str, relative: str) -> Path | None:
-    """A data file inside an installed package, found without importing the package's code."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / relative
-        if candidate.exists():
-            return candidate
-    return None
 
 
 def _torchvision_download_mnist() -> Path | None:
@@ -247,16 +234,14 @@ def effective_sizes(dataset: Dataset, cfg: DataConfig) -> tuple[int, int]:
 
 def load_split(cfg: DataConfig, seed: int, device: torch.device,
                memory_format: torch.memory_format = torch.contiguous_format) -> Split:
-    """The trial's data, resident on `device`; the last one is kept in memory for reuse."""
-    split = _load_split_cached(cfg, seed, str(device))
-    # a no-op for MNIST (one channel is contiguous in either format); a copy for SVHN conv
-    return Split(train=split.train.contiguous(memory_format=memory_format),
-                 test=split.test.contiguous(memory_format=memory_format),
-                 train_uint8=split.train_uint8)
+    """The trial's data, resident on `device` in `memory_format`; the last one is kept in memory
+    for reuse (a reused Ray actor running the next seed's cell of the same layer type)."""
+    return _load_split_cached(cfg, seed, str(device), memory_format)
 
 
 @lru_cache(maxsize=1)
-def _load_split_cached(cfg: DataConfig, seed: int, device: str) -> Split:
+def _load_split_cached(cfg: DataConfig, seed: int, device: str,
+                       memory_format: torch.memory_format) -> Split:
     dataset = DATASETS.build(cfg.dataset)
     train_n, test_n = effective_sizes(dataset, cfg)
     images = dataset.images(cfg.data_dir)
@@ -265,6 +250,7 @@ def _load_split_cached(cfg: DataConfig, seed: int, device: str) -> Split:
     test_u8 = torch.from_numpy(images[test_idx[:test_n]])
 
     def to_device(u8: torch.Tensor) -> torch.Tensor:
-        return u8.to(device).float().div_(255.0)  # (N, C, 32, 32) in [0, 1]
+        # (N, C, 32, 32) in [0, 1]; channels_last is a no-op for MNIST's one channel
+        return u8.to(device).float().div_(255.0).contiguous(memory_format=memory_format)
 
     return Split(train=to_device(train_u8), test=to_device(test_u8), train_uint8=train_u8)

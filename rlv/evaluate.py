@@ -26,8 +26,7 @@ def test_metrics(model: VAE, test: torch.Tensor, seed: int) -> dict[str, float]:
             sums += torch.stack([t.neg_elbo.sum(), t.re.sum(), t.rt.sum(), t.rt_elbo.sum(),
                                  t.logdet.sum()]).double()
     means = (sums / test.shape[0]).tolist()
-    keys = (col.TEST_NEG_ELBO, col.TEST_RE, col.TEST_RT, col.TEST_RT_ELBO, col.FLOW_LOGDET)
-    return dict(zip(keys, means, strict=True))
+    return dict(zip(col.TEST_METRICS, means, strict=True))  # in the order of `sums`
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

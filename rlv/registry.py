@@ -54,6 +54,3 @@ class Registry(Generic[T]):
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries

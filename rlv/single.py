@@ -65,7 +65,7 @@ def train_to_folder(cfg: TrialConfig, out: Path, echo: Callable[[str], None]) ->
         logdet = f"  log|det| {m.flow_logdet:7.3f}" if cfg.model.prior != "normal" else ""
         echo(f"epoch {m.epoch:>{width}}/{cfg.train.epochs}  neg ELBO {m.train_neg_elbo:9.3f}  "
              f"RE {m.train_re:8.3f}  RT {m.train_rt:8.3f}{logdet}  {m.epoch_time_s:6.2f} s")
-        if m.epoch % cfg.train.checkpoint_every == 0 or m.epoch == cfg.train.epochs:
+        if cfg.train.checkpoint_due(m.epoch):
             buffer = io.BytesIO()
             torch.save({"config": cfg.to_dict(), "trainer": trainer.state_dict()}, buffer)
             atomic_write_bytes(out / CHECKPOINT, buffer.getvalue())

@@ -20,7 +20,7 @@ import torch
 import rlv
 from rlv import columns as col
 from rlv.config import TrialConfig
-from rlv.data import DATASETS, effective_sizes, load_split
+from rlv.data import DATASETS, Dataset, effective_sizes, load_split
 from rlv.evaluate import ImageGrids, generate_uint8, image_grids, test_metrics
 from rlv.models import LAYERS, build_vae, parameter_counts
 from rlv.models.vae import VAE, latent_dim
@@ -70,8 +70,7 @@ def epoch_row(cfg: TrialConfig, m: EpochMetrics) -> dict[str, Any]:
             **factor_values(cfg)}
 
 
-def build_model(cfg: TrialConfig, device: torch.device) -> VAE:
-    dataset = DATASETS.build(cfg.data.dataset)
+def build_model(cfg: TrialConfig, dataset: Dataset, device: torch.device) -> VAE:
     model = build_vae(cfg.model, channels=dataset.channels, dataset_latent=dataset.latent_dim,
                       seed=cfg.seed, objective=OBJECTIVES.build(cfg.train.objective))
     return model.to(device)
@@ -94,7 +93,7 @@ def run_trial(
     memory_format = LAYERS.get(cfg.model.layer).cls.memory_format
     on_phase("loading data")
     split = load_split(cfg.data, cfg.seed, device, memory_format)
-    model = build_model(cfg, device)
+    model = build_model(cfg, dataset, device)
     trainer = Trainer(model, split.train, cfg.train, cfg.seed)
     if resume is not None:
         trainer.load_state_dict(resume)

@@ -9,8 +9,9 @@ from rlv.config import TrialConfig
 from rlv.data import DATASETS, effective_sizes
 from rlv.errors import RlvError
 from rlv.models import ENCODERS, LAYERS, PRIORS
+from rlv.models.vae import latent_dim
 from rlv.objective import OBJECTIVES
-from rlv.train import PRECISIONS
+from rlv.train import check_precision
 
 
 def _positive(name: str, value: int | float | None, allow_zero: bool = False) -> None:
@@ -28,9 +29,7 @@ def check_trial_config(cfg: TrialConfig) -> None:
     PRIORS.get(cfg.model.prior)
     OBJECTIVES.get(cfg.train.objective)
     dataset = DATASETS.build(cfg.data.dataset)
-    if cfg.train.precision not in PRECISIONS:
-        raise RlvError(f"unknown precision {cfg.train.precision!r}; choose one of: "
-                       f"{', '.join(PRECISIONS)}")
+    check_precision(cfg.train.precision)
     for name, value in (("epochs", cfg.train.epochs), ("batch_size", cfg.train.batch_size),
                         ("lr", cfg.train.lr), ("checkpoint_every", cfg.train.checkpoint_every),
                         ("train_size", cfg.data.train_size), ("test_size", cfg.data.test_size),
@@ -59,7 +58,7 @@ def check_trial_config(cfg: TrialConfig) -> None:
                        "images FID compares against; lower it or raise train_size")
     if cfg.eval.reconstructions > test_n:
         raise RlvError(f"reconstructions = {cfg.eval.reconstructions} exceeds test_size = {test_n}")
-    dim = cfg.model.latent_dim if cfg.model.latent_dim is not None else dataset.latent_dim
+    dim = latent_dim(cfg.model, dataset.latent_dim)
     if cfg.model.layer == "conv" and dim % 4:
         raise RlvError(f"latent_dim = {dim} must be a multiple of 4 for conv layers "
                        "(the latent is D/4 channels on a 2 x 2 grid)")

@@ -145,11 +145,14 @@ class UpsampleConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)  # the model's parameters
+        # a buffer, so that it moves with the model: a per-batch host-to-device copy would
+        # make the CPU wait for the GPU at every step
+        self.register_buffer("taps", _PHASE_TAPS.clone(), persistent=False)
 
     def phase_kernels(self) -> torch.Tensor:
         """(4 C_out, C_in, 3, 3): kernel of phase (r, s) of output channel c at row 4c + 2r + s."""
         w = self.conv.weight  # (C_out, C_in, 3, 3)
-        taps = _PHASE_TAPS.to(w)
+        taps = self.taps.to(w.dtype)  # (2, 3, 3)
         k = torch.einsum("ria,cdab,sjb->crsdij", taps, w, taps)  # (C_out, 2, 2, C_in, 3, 3)
         return k.reshape(w.shape[0] * 4, w.shape[1], 3, 3)
 

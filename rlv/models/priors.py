@@ -8,20 +8,13 @@ every registered prior's `log_prob` against its `sample`.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 
+from rlv.objective import standard_normal_log_density
 from rlv.registry import Registry
-
-_LOG_2PI = math.log(2 * math.pi)
-
-
-def standard_normal_log_density(u: torch.Tensor) -> torch.Tensor:
-    """Elementwise log N(u; 0, 1), same shape as u."""
-    return -0.5 * (u * u + _LOG_2PI)
 
 
 class Prior(nn.Module, ABC):
