@@ -20,6 +20,7 @@ from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 from rlv import columns as col
 from rlv.analysis import (
+    Results,
     anova_table,
     cell_table,
     cell_tables,
@@ -258,6 +259,17 @@ def test_residual_checks_table(complete: pd.DataFrame) -> None:
     assert checks["normal"].all()  # Gaussian noise
 
 
+def test_tables_take_precomputed_fits(complete: pd.DataFrame) -> None:
+    """Fit once, use the fits for every table: the same numbers as fitting from the trials."""
+    metrics = [col.TEST_RE, col.GAP_RE]
+    fits = fit_models(complete, metrics)
+    pd.testing.assert_frame_equal(anova_table(fits), anova_table(complete, metrics))
+    pd.testing.assert_frame_equal(posthoc_table(fits), posthoc_table(complete, metrics))
+    pd.testing.assert_frame_equal(residual_checks(fits), residual_checks(complete, metrics))
+    only_re = anova_table(fits, [col.TEST_RE])  # `metrics` picks among the fits
+    assert set(only_re["metric"]) == {col.TEST_RE}
+
+
 # --- (d) incomplete data -------------------------------------------------------------------------
 
 
@@ -447,3 +459,26 @@ def test_plots_build_figures(tmp_path: Path) -> None:
     with pytest.raises(RlvError, match="several datasets"):
         interaction_plot(both, col.TEST_RE)
     assert len(fit_models(both, [col.TEST_RE])) == 2  # one model per dataset
+
+
+def test_results_image_opens_the_store_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlv.analysis.load as load_module
+
+    results = load_store(synthetic_store(tmp_path, images=True, seeds=range(1)))
+    opened: list[str] = []
+    real_open = load_module.open_store
+
+    def counting_open(store: str) -> object:
+        opened.append(store)
+        return real_open(store)
+
+    monkeypatch.setattr(load_module, "open_store", counting_open)
+    paths = results.trials[col.IMAGE_SAMPLES].dropna().head(3)
+    assert all(results.image(p).startswith(b"\x89PNG") for p in paths)
+    assert opened == []  # load_store's filesystem is reused
+    by_hand = Results(str(tmp_path), results.trials, results.epochs)
+    for path in paths:
+        by_hand.image(path)
+    assert opened == [str(tmp_path)]  # opened once, then kept

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,6 @@ from scipy import stats
 from statsmodels.stats.anova import anova_lm
 from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
-from rlv import columns as col
 from rlv.analysis.design import (
     DEFAULT_METRICS,
     DESIGN_FACTORS,
@@ -37,8 +37,9 @@ from rlv.analysis.design import (
     model_spec,
     model_terms,
 )
-from rlv.analysis.labels import present_levels
+from rlv.analysis.labels import present_datasets, present_levels
 from rlv.analysis.load import Results, trials_of
+from rlv.analysis.tables import available_metrics, has_values, require_metric, select_dataset
 from rlv.errors import RlvError
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,7 @@ class MetricFit:
 
     dataset: str
     metric: str
-    kind: str
     model: str  # short description, e.g. "encoder * layer + prior"
-    formula: str  # what statsmodels fitted, response "y"
     terms: tuple[Term, ...]  # the terms fitted
     dropped_terms: tuple[Term, ...]  # interactions left out: empty cells made them inestimable
     data: pd.DataFrame  # factor columns + "y", rows with a value only
@@ -63,19 +62,24 @@ class MetricFit:
     cells: int  # non-empty cells of the model's factors
     missing_cells: int  # empty cells of the full grid of those factors
     balanced: bool
+    full_rank: bool  # False: confounded columns remain (extra-SS tests instead of Type III)
 
     @property
     def factors(self) -> tuple[str, ...]:
         """The factors in the model (each with at least two levels)."""
-        return tuple(f for f in DESIGN_FACTORS if (f,) in self.terms)
+        return _main_factors(self.terms)
 
     @property
     def resid_df(self) -> int:
         return int(round(self.result.df_resid))
 
-    @property
-    def full_rank(self) -> bool:
-        return _full_rank(self.result)
+
+Fits: TypeAlias = Results | pd.DataFrame | Sequence[MetricFit]
+"""What the ANOVA, post hoc and residual functions take: results to fit, or `fit_models`' fits."""
+
+
+def _main_factors(terms: tuple[Term, ...]) -> tuple[str, ...]:
+    return tuple(f for f in DESIGN_FACTORS if (f,) in terms)
 
 
 def _formula(terms: tuple[Term, ...]) -> str:
@@ -89,14 +93,10 @@ def _term_of(name: str) -> Term:
     return tuple(re.findall(r"C\((\w+), Sum\)", name))
 
 
-def _datasets(trials: pd.DataFrame) -> list[str]:
-    return present_levels(trials[col.DATASET]) if col.DATASET in trials else [""]
-
-
 def _metric_list(trials: pd.DataFrame, metrics: tuple[str, ...] | list[str] | None) -> list[str]:
     """Validate explicit metrics (RlvError); default: the thesis's metrics that have values."""
     if metrics is None:
-        chosen = [m for m in DEFAULT_METRICS if m in trials and trials[m].notna().any()]
+        chosen = available_metrics(trials, DEFAULT_METRICS)
         skipped = [m for m in DEFAULT_METRICS if m not in chosen]
         if skipped:
             logger.info("no values for %s: left out of the ANOVA", ", ".join(skipped))
@@ -110,8 +110,7 @@ def _metric_list(trials: pd.DataFrame, metrics: tuple[str, ...] | list[str] | No
             raise RlvError(
                 f"no ANOVA model for metric {metric!r}: models exist for {', '.join(METRIC_MODELS)}"
             )
-        if metric not in trials or trials[metric].notna().sum() == 0:
-            raise RlvError(f"metric {metric!r} has no values in these results (all missing)")
+        require_metric(trials, metric)
     return list(metrics)
 
 
@@ -145,20 +144,20 @@ def fit_metric(trials: pd.DataFrame, metric: str, dataset: str = "") -> MetricFi
     interactions are dropped, highest order first, until the design has full rank, and listed in
     `dropped_terms`.
     """
-    kind = METRIC_MODELS[metric]
     data = _design_data(trials, metric)
     varying = [f for f in DESIGN_FACTORS if f in data and data[f].nunique() > 1]
-    spec = model_spec(kind, varying)
-    terms = model_terms(spec)
-    factors = [f for f in DESIGN_FACTORS if (f,) in terms]
-    fitted, dropped = terms, []
+    spec = model_spec(METRIC_MODELS[metric], varying)
+    fitted, dropped = model_terms(spec), []
     result = _fit(data, fitted)
-    while not _full_rank(result) and any(len(t) > 1 for t in fitted):
+    full_rank = _full_rank(result)
+    while not full_rank and any(len(t) > 1 for t in fitted):
         top = max(len(t) for t in fitted)
         worst = [t for t in fitted if len(t) == top][-1]
         dropped.append(worst)
         fitted = tuple(t for t in fitted if t != worst)
         result = _fit(data, fitted)
+        full_rank = _full_rank(result)
+    factors = list(_main_factors(fitted))  # only interactions are dropped: main effects stay
     if factors:
         counts = data.groupby(factors, observed=True).size()
         grid = int(np.prod([data[f].nunique() for f in factors]))
@@ -169,9 +168,7 @@ def fit_metric(trials: pd.DataFrame, metric: str, dataset: str = "") -> MetricFi
     return MetricFit(
         dataset=dataset,
         metric=metric,
-        kind=kind,
         model=describe(spec),
-        formula=_formula(fitted),
         terms=fitted,
         dropped_terms=tuple(dropped),
         data=data,
@@ -180,6 +177,7 @@ def fit_metric(trials: pd.DataFrame, metric: str, dataset: str = "") -> MetricFi
         cells=cells,
         missing_cells=missing,
         balanced=bool(balanced),
+        full_rank=full_rank,
     )
 
 
@@ -190,14 +188,22 @@ def fit_models(
     trials = trials_of(data)
     chosen = _metric_list(trials, metrics)
     fits = []
-    for dataset in _datasets(trials):
-        part = trials if not dataset else trials[trials[col.DATASET].astype(str) == dataset]
+    for dataset in present_datasets(trials):
+        part = select_dataset(trials, dataset)
         for metric in chosen:
-            if part[metric].notna().sum() == 0:
+            if not has_values(part, metric):
                 logger.info("dataset %s has no values of %s: skipped", dataset, metric)
                 continue
-            fits.append(fit_metric(part, metric, dataset))
+            fits.append(fit_metric(part, metric, dataset or ""))
     return fits
+
+
+def fits_of(data: Fits, metrics: tuple[str, ...] | list[str] | None = None) -> list[MetricFit]:
+    """`fit_models(data, metrics)` for results; fits from `fit_models` as they are (those of
+    `metrics` only, when given), so that one set of fits serves every table."""
+    if isinstance(data, Results | pd.DataFrame):
+        return fit_models(data, metrics)
+    return [fit for fit in data if metrics is None or fit.metric in metrics]
 
 
 def _type3(fit: MetricFit) -> dict[Term, tuple[float, float]]:
@@ -294,11 +300,13 @@ ANOVA_COLUMNS: Final = (
 
 
 def anova_table(
-    data: Results | pd.DataFrame,
+    data: Fits,
     metrics: tuple[str, ...] | list[str] | None = None,
     alpha: float = ALPHA,
 ) -> pd.DataFrame:
     """The tidy ANOVA table: one row per dataset, metric and model term.
+
+    `data`: results (fitted here) or the fits of `fit_models`, to fit once for several tables.
 
     F and p are Type III (sum-to-zero contrasts), as SPSS reports them; `partial_eta_sq` is
     SS_term / (SS_term + SS_resid). Flags: `balanced`, `n`, `cells`, `missing_cells`, `note`.
@@ -307,6 +315,6 @@ def anova_table(
     with warnings.catch_warnings():
         # A perfect fit (no residual df) makes statsmodels divide by zero; we report it instead.
         warnings.simplefilter("ignore", RuntimeWarning)
-        for fit in fit_models(data, metrics):
+        for fit in fits_of(data, metrics):
             rows += _rows(fit, alpha)
     return pd.DataFrame(rows, columns=list(ANOVA_COLUMNS))

@@ -49,3 +49,11 @@ def present_levels(series: pd.Series) -> list[str]:
     if isinstance(series.dtype, pd.CategoricalDtype):
         return [str(c) for c in series.cat.categories if str(c) in present]
     return sorted(present)
+
+
+def present_datasets(frame: pd.DataFrame) -> list[str | None]:
+    """The datasets in `frame` (present_levels); [None] when it has no dataset column: all its
+    rows are then one unnamed dataset (`tables.select_dataset(frame, None)` selects them)."""
+    if col.DATASET not in frame:
+        return [None]
+    return list(present_levels(frame[col.DATASET]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import pandas as pd
@@ -37,6 +37,8 @@ class Results:
     store: str
     trials: pd.DataFrame
     epochs: pd.DataFrame
+    # The opened store (filesystem, root), reused by `image`: on s3 opening one is not free.
+    _location: tuple[pafs.FileSystem, str] | None = field(default=None, repr=False)
 
     @property
     def sweeps(self) -> tuple[str, ...]:
@@ -47,7 +49,11 @@ class Results:
 
     def image(self, relpath: str) -> bytes:
         """The bytes of an image file named relative to the store root, as image columns are."""
-        return read_image(self.store, relpath)
+        location = self._location
+        if location is None:  # a Results built by hand: open the store once
+            location = open_store(self.store)
+            object.__setattr__(self, "_location", location)
+        return _read_file(*location, relpath)
 
 
 def _is_hidden(part: str) -> bool:
@@ -191,7 +197,7 @@ def load_store(store: str | os.PathLike[str], sweep: str | None = None) -> Resul
         epochs = _dedupe(epochs, [col.SWEEP, col.TRIAL_ID, col.EPOCH], "epochs")
         epochs = epochs.sort_values([col.SWEEP, col.TRIAL_ID, col.EPOCH], ignore_index=True)
     logger.info("loaded %d trials and %d epoch rows from %s", len(trials), len(epochs), root)
-    return Results(store=os.fspath(store), trials=trials, epochs=epochs)
+    return Results(store=os.fspath(store), trials=trials, epochs=epochs, _location=(fs, root))
 
 
 def require_one_sweep_per_dataset(results: Results) -> None:
@@ -213,7 +219,10 @@ def require_one_sweep_per_dataset(results: Results) -> None:
 
 def read_image(store: str | os.PathLike[str], relpath: str) -> bytes:
     """The bytes of a file named relative to the store root (image columns hold such paths)."""
-    fs, root = open_store(store)
+    return _read_file(*open_store(store), relpath)
+
+
+def _read_file(fs: pafs.FileSystem, root: str, relpath: str) -> bytes:
     path = f"{root}/{relpath.lstrip('/')}"
     try:
         with fs.open_input_stream(path) as stream:

@@ -3,9 +3,9 @@
 Tukey HSD between encoder levels at alpha = 0.01. SPSS's GLM post hoc tests (what the thesis ran)
 use the model's error term: its mean square error and residual df. statsmodels'
 `pairwise_tukeyhsd` uses a one-way error term instead, which in the factorial models would count
-the prior's large effect on the negative ELBO as noise. So by default (`error="model"`) we compute
-the Tukey-Kramer test from the fitted model's MSE and df with scipy's studentized range; with
-`error="oneway"` we call `pairwise_tukeyhsd` itself. For a one-way model (SVHN) the two agree.
+the prior's large effect on the negative ELBO as noise. So we compute the Tukey-Kramer test from
+the fitted model's MSE and df with scipy's studentized range. For a one-way model (SVHN) it
+equals `pairwise_tukeyhsd` (a test checks that).
 
 Orderings read like the thesis's: ascending means, `<` between neighbours that differ
 significantly, `&` between neighbours that do not: `L < PNL & RKS < NL`.
@@ -22,18 +22,13 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 from rlv import columns as col
-from rlv.analysis.anova import ALPHA, MetricFit, fit_models
-from rlv.analysis.load import Results, trials_of
-from rlv.errors import RlvError
-
-ERROR_TERMS: Final = ("model", "oneway")
+from rlv.analysis.anova import ALPHA, Fits, MetricFit, fits_of
 
 POSTHOC_COLUMNS: Final = (
     "dataset", "metric", "factor", "group1", "group2", "mean1", "mean2", "meandiff",
-    "lower", "upper", "p_adj", "reject", "error", "error_df",
+    "lower", "upper", "p_adj", "reject", "error_df",
 )  # fmt: skip
 
 
@@ -51,37 +46,16 @@ def _level_stats(fit: MetricFit, factor: str) -> tuple[list[str], np.ndarray, np
     return levels, means.to_numpy(float), counts.to_numpy(float)
 
 
-def tukey_hsd(
-    fit: MetricFit, factor: str = col.ENCODER, alpha: float = ALPHA, error: str = "model"
-) -> pd.DataFrame:
-    """All pairs of `factor`'s levels for one fitted model: meandiff = mean2 - mean1."""
-    if error not in ERROR_TERMS:
-        raise RlvError(f"unknown error term {error!r}: use one of {', '.join(ERROR_TERMS)}")
+def tukey_hsd(fit: MetricFit, factor: str = col.ENCODER, alpha: float = ALPHA) -> pd.DataFrame:
+    """All pairs of `factor`'s levels for one fitted model: meandiff = mean2 - mean1.
+
+    Tukey-Kramer with the model's error term (MSE and residual df, `error_df`), as SPSS's GLM.
+    """
     if factor not in fit.factors:
         return pd.DataFrame(columns=list(POSTHOC_COLUMNS))
     levels, means, counts = _level_stats(fit, factor)
-    base = {"dataset": fit.dataset, "metric": fit.metric, "factor": factor, "error": error}
+    base = {"dataset": fit.dataset, "metric": fit.metric, "factor": factor}
     rows: list[dict[str, Any]] = []
-    if error == "oneway":
-        res = pairwise_tukeyhsd(fit.data["y"].to_numpy(float), fit.data[factor].astype(str), alpha)
-        for k, (i, j) in enumerate(zip(*res._multicomp.pairindices, strict=True)):
-            g1, g2 = str(res.groupsunique[i]), str(res.groupsunique[j])
-            rows.append(
-                {
-                    **base,
-                    "group1": g1,
-                    "group2": g2,
-                    "mean1": means[levels.index(g1)],
-                    "mean2": means[levels.index(g2)],
-                    "meandiff": float(res.meandiffs[k]),
-                    "lower": float(res.confint[k, 0]),
-                    "upper": float(res.confint[k, 1]),
-                    "p_adj": float(res.pvalues[k]),
-                    "reject": bool(res.reject[k]),
-                    "error_df": int(res.df_total),
-                }
-            )
-        return pd.DataFrame(rows, columns=list(POSTHOC_COLUMNS))
     df = fit.resid_df
     mse = float(fit.result.ssr) / df if df > 0 else np.nan
     k_levels = len(levels)
@@ -113,14 +87,16 @@ def tukey_hsd(
 
 
 def posthoc_table(
-    data: Results | pd.DataFrame,
+    data: Fits,
     metrics: tuple[str, ...] | list[str] | None = None,
     factor: str = col.ENCODER,
     alpha: float = ALPHA,
-    error: str = "model",
 ) -> pd.DataFrame:
-    """Tukey HSD between the levels of `factor` per dataset and metric (tidy: one row a pair)."""
-    frames = [tukey_hsd(fit, factor, alpha, error) for fit in fit_models(data, metrics)]
+    """Tukey HSD between the levels of `factor` per dataset and metric (tidy: one row a pair).
+
+    `data`: results (fitted here) or the fits of `fit_models`.
+    """
+    frames = [tukey_hsd(fit, factor, alpha) for fit in fits_of(data, metrics)]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=list(POSTHOC_COLUMNS))
@@ -200,7 +176,7 @@ def _cells(fit: MetricFit) -> list[np.ndarray]:
 
 
 def residual_checks(
-    data: Results | pd.DataFrame,
+    data: Fits,
     metrics: tuple[str, ...] | list[str] | None = None,
     alpha: float = ALPHA,
 ) -> pd.DataFrame:
@@ -208,9 +184,10 @@ def residual_checks(
     the model's residuals.
 
     Levene centres on the mean, as SPSS's GLM does. `homoscedastic`/`normal` are p >= alpha.
+    `data`: results (fitted here) or the fits of `fit_models`.
     """
     rows = []
-    for fit in fit_models(trials_of(data), metrics):
+    for fit in fits_of(data, metrics):
         cells = _cells(fit)
         resid = np.asarray(fit.result.resid, dtype=float)
         with warnings.catch_warnings():

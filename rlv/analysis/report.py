@@ -20,9 +20,9 @@ from matplotlib.figure import Figure
 
 import rlv
 from rlv import columns as col
-from rlv.analysis.anova import anova_table
+from rlv.analysis.anova import anova_table, fit_models
 from rlv.analysis.design import DEFAULT_METRICS
-from rlv.analysis.labels import metric_label, present_levels
+from rlv.analysis.labels import metric_label, present_datasets, present_levels
 from rlv.analysis.load import Results, load_store, require_one_sweep_per_dataset
 from rlv.analysis.plots import image_cells, interaction_plot, learning_curves
 from rlv.analysis.posthoc import ordering_table, posthoc_table, residual_checks
@@ -36,7 +36,7 @@ from rlv.analysis.render import (
     to_html,
     to_markdown,
 )
-from rlv.analysis.tables import cell_tables, select_dataset
+from rlv.analysis.tables import available_metrics, cell_tables, select_dataset
 from rlv.analysis.thesis import compare_orderings, thesis_comparison
 from rlv.errors import RlvError
 
@@ -108,15 +108,18 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def _datasets(results: Results) -> list[str]:
-    return present_levels(results.trials[col.DATASET]) if col.DATASET in results.trials else []
+    """The named datasets (plots and images are per dataset; none without a dataset column)."""
+    return [d for d in present_datasets(results.trials) if d is not None]
 
 
-def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, pd.DataFrame]:
-    """ANOVA, post hoc, orderings, checks and the thesis comparison: CSVs and report blocks."""
+def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, Path]:
+    """ANOVA, post hoc, orderings, checks and the thesis comparison: report blocks, and the CSVs
+    (returned as {name: path})."""
     try:
-        anova = anova_table(results)
-        posthoc = posthoc_table(results)
-        checks = residual_checks(results)
+        fits = fit_models(results)  # once, for all three tables
+        anova = anova_table(fits)
+        posthoc = posthoc_table(fits)
+        checks = residual_checks(fits)
     except RlvError as exc:  # e.g. no metric has values yet: the report still shows the rest
         logger.warning("no statistics: %s", exc)
         blocks.append(Para(f"No statistics: {exc}"))
@@ -130,8 +133,9 @@ def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, p
         "checks": checks,
         "thesis_comparison": comparison,
     }
+    paths = {name: out / f"{name}.csv" for name in frames}
     for name, frame in frames.items():
-        frame.to_csv(out / f"{name}.csv", index=False)
+        frame.to_csv(paths[name], index=False)
     for dataset in sorted(set(anova["dataset"])) if not anova.empty else []:
         blocks.append(Heading(f"ANOVA ({dataset}, Type III, alpha = 0.01)", 2))
         blocks.append(Table(_anova_display(anova[anova["dataset"] == dataset])))
@@ -151,7 +155,7 @@ def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, p
         for (dataset, metric), part in groups:
             shown = _fmt(part.drop(columns=["dataset", "metric"]))
             blocks.append(Table(shown, caption=f"{dataset}: {metric_label(str(metric))}"))
-    return frames
+    return paths
 
 
 def _tables(results: Results, out: Path, blocks: list[Block]) -> list[Path]:
@@ -173,13 +177,10 @@ def _plots(results: Results, out: Path, blocks: list[Block]) -> list[Path]:
     blocks.append(Heading("Plots", 2))
     for dataset in _datasets(results):
         part = select_dataset(results.trials, dataset)
-        for metric in DEFAULT_METRICS:
-            if metric in part and part[metric].notna().any():
-                path = _save(
-                    interaction_plot(part, metric), out / "plots" / f"{dataset}_{metric}.png"
-                )
-                paths.append(path)
-                blocks.append(Picture(path, f"{dataset}: {metric_label(metric)}"))
+        for metric in available_metrics(part, DEFAULT_METRICS):
+            path = _save(interaction_plot(part, metric), out / "plots" / f"{dataset}_{metric}.png")
+            paths.append(path)
+            blocks.append(Picture(path, f"{dataset}: {metric_label(metric)}"))
         epochs = results.epochs
         if col.DATASET in epochs and (epochs[col.DATASET].astype(str) == dataset).any():
             fig = learning_curves(select_dataset(epochs, dataset))
@@ -226,8 +227,7 @@ def write_report(
 ) -> ReportPaths:
     """Analyse a store (one sweep, or all when each data set has one) and write the report files."""
     results = load_store(store, sweep)
-    if sweep is None:
-        require_one_sweep_per_dataset(results)
+    require_one_sweep_per_dataset(results)  # passes when `sweep` names one
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = results.trials
@@ -248,7 +248,7 @@ def write_report(
     logger.info("report: tables")
     tables = _tables(results, out_dir, blocks)
     logger.info("report: statistics")
-    _statistics(results, out_dir, blocks)
+    csvs = _statistics(results, out_dir, blocks)
     logger.info("report: plots")
     plots = _plots(results, out_dir, blocks)
     logger.info("report: images")
@@ -261,11 +261,11 @@ def write_report(
         out=out_dir,
         markdown=markdown,
         html=page,
-        anova=out_dir / "anova.csv",
-        posthoc=out_dir / "posthoc.csv",
-        orderings=out_dir / "orderings.csv",
-        checks=out_dir / "checks.csv",
-        comparison=out_dir / "thesis_comparison.csv",
+        anova=csvs["anova"],
+        posthoc=csvs["posthoc"],
+        orderings=csvs["orderings"],
+        checks=csvs["checks"],
+        comparison=csvs["thesis_comparison"],
         tables=tuple(tables),
         plots=tuple(plots),
         images=tuple(images),

@@ -12,10 +12,12 @@ its own: `objective` (innermost, so a cell's two objectives sit next to each oth
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 
 from rlv import columns as col
-from rlv.analysis.labels import THESIS_TABLE_METRICS, present_levels
+from rlv.analysis.labels import THESIS_TABLE_METRICS, present_datasets, present_levels
 from rlv.analysis.load import Results, trials_of
 from rlv.errors import RlvError
 
@@ -27,7 +29,7 @@ def select_dataset(trials: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
     """The rows of one dataset (all rows when None); RlvError naming the datasets present."""
     if dataset is None:
         return trials
-    present = sorted(trials[col.DATASET].astype(str).unique()) if col.DATASET in trials else []
+    present = [d for d in present_datasets(trials) if d is not None]
     if dataset not in present:
         raise RlvError(f"dataset {dataset!r} not in the results: datasets are {', '.join(present)}")
     rows = trials[trials[col.DATASET].astype(str) == dataset]
@@ -41,12 +43,22 @@ def select_dataset(trials: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
     )
 
 
+def has_values(trials: pd.DataFrame, metric: str) -> bool:
+    """Whether `metric` is a column of `trials` with at least one value."""
+    return metric in trials and bool(trials[metric].notna().any())
+
+
+def available_metrics(trials: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
+    """The `metrics` (in their order) that have values in `trials`."""
+    return [m for m in metrics if has_values(trials, m)]
+
+
 def require_metric(trials: pd.DataFrame, metric: str) -> None:
     """RlvError when `metric` is not a column or holds no value at all."""
     if metric not in trials:
         numeric = [c for c in trials.columns if pd.api.types.is_numeric_dtype(trials[c])]
         raise RlvError(f"unknown metric {metric!r}: numeric columns are {', '.join(numeric)}")
-    if trials[metric].notna().sum() == 0:
+    if not has_values(trials, metric):
         raise RlvError(f"metric {metric!r} has no values in these results (all missing)")
 
 
@@ -88,14 +100,11 @@ def cell_table(
     return _by_encoder(stats, _encoders(trials), [MEAN, STD])
 
 
-def count_table(
-    data: Results | pd.DataFrame, dataset: str | None = None, metric: str | None = None
-) -> pd.DataFrame:
-    """Trials per cell (rows layer x prior, columns encoder); with `metric`, its values present."""
+def count_table(data: Results | pd.DataFrame, dataset: str | None = None) -> pd.DataFrame:
+    """Trials per cell (rows layer x prior, columns encoder)."""
     trials = select_dataset(trials_of(data), dataset)
     rows = row_levels(trials)
-    grouped = trials.groupby([*rows, col.ENCODER], observed=True)
-    counts = grouped[metric].count() if metric else grouped.size()
+    counts = trials.groupby([*rows, col.ENCODER], observed=True).size()
     table = counts.unstack(col.ENCODER)
     table.columns = pd.Index([str(c) for c in table.columns], name=col.ENCODER)
     return table.reindex(columns=_encoders(trials)).fillna(0).astype("int64")
@@ -120,15 +129,11 @@ def metrics_table(
 ) -> pd.DataFrame:
     """Table 5.10's layout: rows metric (x any varying layer/prior), columns encoder x (M, Std)."""
     trials = select_dataset(trials_of(data), dataset)
-    wanted = list(metrics) if metrics is not None else _available(trials, THESIS_TABLE_METRICS)
+    wanted = available_metrics(trials, THESIS_TABLE_METRICS) if metrics is None else list(metrics)
     if not wanted:
         raise RlvError("no metric with values to tabulate: " + ", ".join(THESIS_TABLE_METRICS))
     parts = {m: cell_table(trials, m) for m in wanted}
     return pd.concat(parts, names=["metric"])
-
-
-def _available(trials: pd.DataFrame, metrics: tuple[str, ...]) -> list[str]:
-    return [m for m in metrics if m in trials and trials[m].notna().any()]
 
 
 def _single_cell(trials: pd.DataFrame) -> bool:
@@ -147,17 +152,14 @@ def cell_tables(
     are left out rather than shown as empty tables.
     """
     trials = trials_of(data)
-    datasets: list[str | None] = (
-        list(present_levels(trials[col.DATASET])) if col.DATASET in trials else [None]
-    )
     tables: dict[str, pd.DataFrame] = {}
-    for dataset in datasets:
+    for dataset in present_datasets(trials):
         part = select_dataset(trials, dataset)
         prefix = f"{dataset}_" if dataset is not None else "all_"
-        present = _available(part, tuple(metrics) if metrics else THESIS_TABLE_METRICS)
+        present = available_metrics(part, metrics or THESIS_TABLE_METRICS)
         for metric in present:
             tables[f"{prefix}{metric}"] = cell_table(part, metric)
-        if col.TRAINABLE_PARAMS in part and part[col.TRAINABLE_PARAMS].notna().any():
+        if has_values(part, col.TRAINABLE_PARAMS):
             tables[f"{prefix}{col.TRAINABLE_PARAMS}"] = params_table(part)
         tables[f"{prefix}n"] = count_table(part)
         if present and _single_cell(part):  # table 5.10: one layer x prior, metrics as rows

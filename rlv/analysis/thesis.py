@@ -24,6 +24,7 @@ import pandas as pd
 from rlv import columns as col
 from rlv.analysis.load import Results, categorize, trials_of
 from rlv.analysis.posthoc import ordering_groups
+from rlv.analysis.tables import available_metrics
 
 CELL_KEYS: Final = (col.DATASET, col.LAYER, col.PRIOR, col.ENCODER)
 _FILES: Final = ("thesis_mnist.csv", "thesis_svhn.csv")
@@ -74,11 +75,9 @@ def thesis_comparison(
     """
     trials = trials_of(data)
     published = thesis_table()
-    wanted = [
-        m
-        for m in (metrics if metrics is not None else published["metric"].unique())
-        if m in trials and trials[m].notna().any()
-    ]
+    wanted = available_metrics(
+        trials, metrics if metrics is not None else published["metric"].unique()
+    )
     keys = [k for k in CELL_KEYS if k in trials]
     if col.OBJECTIVE in trials:
         keys.append(col.OBJECTIVE)
