@@ -18,25 +18,39 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from rlv import columns as col
-from rlv.store import StoreWriter
+from rlv.store import HEARTBEAT_S, StoreWriter
 from rlv.trainable import COMMITTED_KEY, EPOCH_KEY, IMAGES_KEY, ROW_KEY, decode_images
 
-HEARTBEAT_S = 10.0  # the status file (the driver's heartbeat) is rewritten this often, and on
-# every trial event; `rlv status` and `rlv launch` take a driver silent for 120 s as gone
+NO_ERROR_TEXT = "failed (no error message recorded)"
+# error file -> (its size when read, its last line): Tune appends each failure to the file, so
+# the status heartbeat and the progress lines read it again only when it has grown
+_error_lines: dict[str, tuple[int, str]] = {}
 
 
-def _error_line(trial: Trial) -> str:
-    """The last non-empty line of the trial's error (the exception and its message)."""
-    text = ""
+def last_line(text: str) -> str:
+    """The last non-empty line of an error text (the exception and its message), or ""."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def error_line(trial: Trial) -> str:
+    """The last non-empty line of the trial's latest error."""
     path = getattr(trial, "error_file", None) or ""
     try:
-        if path and os.path.exists(path):
+        size = os.stat(path).st_size if path else -1
+    except OSError:
+        size = -1
+    if size < 0:
+        return NO_ERROR_TEXT
+    cached = _error_lines.get(path)
+    if cached is None or cached[0] != size:
+        try:
             with open(path) as f:
                 text = f.read()
-    except OSError:
-        text = ""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "failed (no error message recorded)"
+        except OSError:
+            return NO_ERROR_TEXT
+        cached = _error_lines[path] = (size, last_line(text) or NO_ERROR_TEXT)
+    return cached[1]
 
 
 class StoreCallback(Callback):
@@ -76,10 +90,11 @@ class StoreCallback(Callback):
             self.writer.write_trial(result[ROW_KEY], decode_images(result.pop(IMAGES_KEY)))
             # popped: Tune keeps each trial's last result in every snapshot of its state, and
             # the images are in the store now
-        self._write_status(trials)
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
-        self._write_status(trials)  # the heartbeat, also while every trial is deep in FID
+        # the heartbeat, throttled to HEARTBEAT_S: Tune ends a step after each event it handles
+        # (a result included) and every 0.1 s without one (while every trial is deep in FID)
+        self._write_status(trials)
 
     def _drop(self, trial: Trial) -> None:
         self._pending.pop(trial.trial_id, None)
@@ -116,7 +131,7 @@ class StoreCallback(Callback):
             entry: dict[str, Any] = {"status": t.status, "epoch": last.get("epoch", 0),
                                      "attempts": t.num_failures + 1}
             if t.status == Trial.ERROR:
-                entry["error"] = _error_line(t)
+                entry["error"] = error_line(t)
             entries[str(t)] = entry
         status = {"sweep": self.sweep, "updated_at": datetime.now(UTC).isoformat(),
                   "ended": ended, "driver": f"{socket.gethostname()}:{os.getpid()}",
@@ -174,8 +189,8 @@ class ProgressCallback(Callback):
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
                          **info: Any) -> None:
         self.echo(f"{self._counts(trials)} {trial} failed (attempt {trial.num_failures}); "
-                  f"retrying from its last checkpoint: {_error_line(trial)}")
+                  f"retrying from its last checkpoint: {error_line(trial)}")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:
-        self.echo(f"{self._counts(trials)} {trial} FAILED: {_error_line(trial)}")
+        self.echo(f"{self._counts(trials)} {trial} FAILED: {error_line(trial)}")

@@ -20,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlv.config import TrialConfig
 from rlv.errors import RlvError
 from rlv.status import driver_alive
-from rlv.store import open_store, read_status, write_bytes
+from rlv.store import open_store, read_json, read_status, write_bytes
 from rlv.sweep import SweepSpec
-
-log = logging.getLogger(__name__)
 
 TUNE_DIR = "_tune"  # STORE/_tune/SWEEP: Tune's experiment state and checkpoints
 # rlv's environment that trials must see as the driver does (paths made absolute first)
@@ -49,7 +48,6 @@ class SweepOutcome:
     wall_s: float = 0.0
     trial_s: float = 0.0  # sum of the trials' own wall times
     slots: int = 1  # trials that fit on the cluster at once
-    dashboard: str = ""
 
     @property
     def overhead_per_trial_s(self) -> float:
@@ -98,17 +96,17 @@ def absolute_paths(spec: SweepSpec) -> SweepSpec:
     return dataclasses.replace(spec, settings=settings)
 
 
-def preflight(spec: SweepSpec) -> None:
+def preflight(trials: list[TrialConfig]) -> None:
     """Fail before any trial starts when a data set or the FID weights are missing here."""
     from rlv.data import DATASETS
 
     seen = set()
-    for cfg in spec.trials():
+    for cfg in trials:
         key = (cfg.data.dataset, cfg.data.data_dir)
         if key not in seen:
             seen.add(key)
             DATASETS.build(cfg.data.dataset).locate(cfg.data.data_dir)
-    if any(cfg.eval.fid_samples > 0 for cfg in spec.trials()):
+    if any(cfg.eval.fid_samples > 0 for cfg in trials):
         from rlv.fid_weights import check_weights_available
 
         check_weights_available()
@@ -128,17 +126,11 @@ def check_fingerprint(store: str, spec: SweepSpec) -> None:
     fs, root = open_store(store)
     path = f"{root}/{TUNE_DIR}/{spec.name}.sweep.json"
     fingerprint = spec.fingerprint()
-    try:
-        saved = None
-        if fs.get_file_info(path).type.name == "File":
-            with fs.open_input_stream(path) as f:
-                saved = json.loads(f.read().decode())
-    except OSError as exc:
-        raise RlvError(f"cannot read {path}: {exc}") from None
+    saved = read_json(fs, path)
     if saved is None:
         write_bytes(fs, path, json.dumps({"fingerprint": fingerprint, "spec": spec.to_dict()},
                                          indent=1).encode())
-    elif saved.get("fingerprint") != fingerprint:
+    elif not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
         # starting over in place would mix two settings' rows under one sweep name
         raise RlvError(f"store {store} holds sweep {spec.name!r} started with other factors, "
                        f"seeds or settings (see {path}); give the changed sweep another name, "
@@ -204,15 +196,15 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
     import ray
     from ray import tune
 
-    from rlv.callbacks import ProgressCallback, StoreCallback
+    from rlv.callbacks import ProgressCallback, StoreCallback, last_line
     from rlv.resources import concurrency, trial_resources
-    from rlv.trainable import run_sweep_trial, trial_dirname, trial_name
+    from rlv.trainable import run_sweep_trial, trial_name
     from rlv.tune_state import mark_finished
 
     spec = absolute_paths(spec)
     store = store_location(spec, options.store)
     trials = spec.trials()
-    preflight(spec)
+    preflight(trials)
     check_not_running(store, spec)
     check_fingerprint(store, spec)
     dashboard = start_ray(options)
@@ -242,7 +234,7 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
             trainable,
             param_space=spec.param_space(),
             tune_config=tune.TuneConfig(reuse_actors=True, trial_name_creator=trial_name,
-                                        trial_dirname_creator=trial_dirname),
+                                        trial_dirname_creator=trial_name),
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=f"{store.rstrip('/')}/{TUNE_DIR}",
@@ -253,13 +245,12 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
             ),
         )
     grid = tuner.fit()
-    outcome = SweepOutcome(spec.name, store, wall_s=time.monotonic() - start, dashboard=dashboard,
+    outcome = SweepOutcome(spec.name, store, wall_s=time.monotonic() - start,
                            slots=min(len(trials), concurrency(per_trial, ray.cluster_resources())))
     for result in (grid[i] for i in range(len(grid))):
         name = result.path.rstrip("/").rsplit("/", 1)[-1]  # the trial's folder: its name
         if result.error is not None:
-            lines = [ln for ln in str(result.error).splitlines() if ln.strip()]
-            outcome.failed[name] = lines[-1].strip() if lines else type(result.error).__name__
+            outcome.failed[name] = last_line(str(result.error)) or type(result.error).__name__
         else:
             outcome.finished.append(name)
             row = (result.metrics or {}).get("rlv_row") or {}

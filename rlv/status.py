@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from rlv.store import finished_trials, read_status
+from rlv.store import STALE_S, finished_trials, read_status
 from rlv.sweep import SweepSpec
-
-STALE_S = 120.0  # a driver silent this long is gone (it writes a heartbeat every 10 s)
 
 
 def driver_alive(saved: dict[str, Any]) -> bool:
@@ -26,7 +24,7 @@ def driver_alive(saved: dict[str, Any]) -> bool:
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
+            pass  # it exists, as another user's process
         return True
     age = (datetime.now(UTC) - datetime.fromisoformat(saved["updated_at"])).total_seconds()
     return age < STALE_S

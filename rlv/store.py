@@ -8,8 +8,9 @@ STORE is a local folder or a URI that pyarrow opens (s3://, gs://, file://). Onl
 writes, through one StoreWriter, and `rlv launch` refuses to start a second driver on a sweep whose
 driver is alive. Exactly once: a trial row's file is named by the trial, so a rewrite replaces
 it; an epoch row is written only if its (trial, epoch) key is not in the store yet (the writer
-loads the keys when it opens a sweep). Files appear atomically on local disks (written under a
-`.`-name that readers skip, then renamed) and on object stores (one PUT).
+lists the keys when it opens a sweep: file names carry them, so no file is read). Files appear
+atomically on local disks (written under a `.`-name that readers skip, then renamed) and on
+object stores (one PUT).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import io
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +36,15 @@ from rlv.errors import RlvError
 log = logging.getLogger(__name__)
 
 STATUS_DIR = "_status"  # STORE/_status/SWEEP.json: the driver's view of a sweep, for `rlv status`
+HEARTBEAT_S = 10.0  # the driver rewrites its status file this often (and on every trial event)
+STALE_S = 120.0  # a driver whose status file is older than this is gone (12 missed heartbeats)
+
+# File names, which are also the keys (the loaders parse them; no file is opened to find them):
+# a trial row in TRIAL_ID.parquet, a commit's epoch rows FIRST..LAST (contiguous) in
+# TRIAL_ID-eFIRST-LAST.parquet. Names starting with "." or "_" are not data (pyarrow skips them).
+_PARQUET = ".parquet"
+_EPOCH_FILE = re.compile(r"^(?P<trial>.+)-e(?P<first>\d{5,})-(?P<last>\d{5,})\.parquet$")
+_PARQUET_MIN_BYTES = 12  # "PAR1", the footer length, "PAR1": anything shorter is not Parquet
 
 # Column types, so that every file of a table has the same schema (pyarrow merges by it).
 _STRING, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
@@ -92,12 +103,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes,
+                created: set[str] | None = None) -> None:
     """Write a whole file so that readers see all of it or nothing: on local disks under a
-    `.`-name that readers skip, then renamed; on object stores one PUT is atomic already."""
+    `.`-name that readers skip, then renamed; on object stores one PUT is atomic already.
+    `created`: folders known to exist (a writer's own set); new ones are added to it."""
     directory, name = path.rsplit("/", 1)
     try:
-        fs.create_dir(directory, recursive=True)
+        if created is None or directory not in created:
+            fs.create_dir(directory, recursive=True)
+            if created is not None:
+                created.add(directory)
         if isinstance(fs, pafs.LocalFileSystem):
             tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
             with fs.open_output_stream(tmp) as f:
@@ -108,6 +124,26 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
                 f.write(data)
     except OSError as exc:
         raise RlvError(f"cannot write {path} in the store: {_first_line(exc)}") from None
+
+
+def read_json(fs: pafs.FileSystem, path: str) -> Any:
+    """The JSON document in file `path`, or None when there is no such file."""
+    try:
+        with fs.open_input_stream(path) as f:  # one request where the file is there
+            data = f.read()
+    except OSError as exc:
+        try:  # filesystems differ in what they raise for a missing file: ask
+            missing = fs.get_file_info(path).type == pafs.FileType.NotFound
+        except OSError:
+            missing = False
+        if missing:
+            return None
+        raise RlvError(f"cannot read {path}: {_first_line(exc)}") from None
+    try:
+        return json.loads(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # written atomically, so only a file edited or truncated by hand is torn
+        raise RlvError(f"corrupt JSON file {path} ({_first_line(exc)}); fix or remove it") from None
 
 
 def _to_arrow_value(name: str, value: Any) -> Any:
@@ -136,6 +172,7 @@ class StoreWriter:
     _root: str = field(init=False, repr=False)
     trials_written: set[str] = field(init=False, default_factory=set)
     epochs_written: set[tuple[str, int]] = field(init=False, default_factory=set)
+    _created: set[str] = field(init=False, repr=False, default_factory=set)  # folders made
 
     def __post_init__(self) -> None:
         self._fs, self._root = open_store(self.store)
@@ -143,7 +180,7 @@ class StoreWriter:
 
     # --- paths --------------------------------------------------------------------------
     def _partition(self, table: str) -> str:
-        return f"{self._root}/{table}/{col.SWEEP}={self.sweep}"
+        return _partition(self._root, table, self.sweep)
 
     def image_path(self, trial_id: str, column: str) -> str:
         """Path of an image relative to the store root (what the trial row records)."""
@@ -151,34 +188,44 @@ class StoreWriter:
 
     # --- reading what is there --------------------------------------------------------------
     def _load_keys(self) -> None:
-        self.trials_written = finished_trials(self.store, self.sweep)
-        epochs = _read_column(self._fs, self._partition(col.EPOCHS_TABLE), [col.TRIAL_ID, col.EPOCH])
-        self.epochs_written = set(zip(epochs.get(col.TRIAL_ID, []), epochs.get(col.EPOCH, []),
-                                      strict=True))
+        self.trials_written = _trial_ids(self._fs, self._partition(col.TRIALS_TABLE))
+        self.epochs_written = _epoch_keys(self._fs, self._partition(col.EPOCHS_TABLE))
+
+    def _write(self, path: str, data: bytes) -> None:
+        write_bytes(self._fs, path, data, self._created)
 
     def write_status(self, status: dict[str, Any]) -> None:
         """The sweep's status file, for `rlv status` (and a heartbeat of the driver)."""
-        write_bytes(self._fs, f"{self._root}/{STATUS_DIR}/{self.sweep}.json",
+        self._write(f"{self._root}/{STATUS_DIR}/{self.sweep}.json",
                     json.dumps(status, indent=1).encode())
 
     # --- writing ---------------------------------------------------------------------------
     def _write_table(self, path: str, table: pa.Table) -> None:
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
-        write_bytes(self._fs, path, buffer.getvalue())
+        self._write(path, buffer.getvalue())
 
     def write_epochs(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Write the epoch rows not in the store yet (one file per trial); returns how many."""
-        fresh = [r for r in rows if (r[col.TRIAL_ID], r[col.EPOCH]) not in self.epochs_written]
-        by_trial: dict[str, list[dict[str, Any]]] = {}
-        for r in fresh:
-            by_trial.setdefault(r[col.TRIAL_ID], []).append(r)
-        for trial_id, trial_rows in by_trial.items():
-            trial_rows.sort(key=lambda r: r[col.EPOCH])
-            first, last = trial_rows[0][col.EPOCH], trial_rows[-1][col.EPOCH]
-            path = f"{self._partition(col.EPOCHS_TABLE)}/{trial_id}-e{first:05d}-{last:05d}.parquet"
-            self._write_table(path, _table(trial_rows, EPOCH_SCHEMA))
-            self.epochs_written.update((trial_id, r[col.EPOCH]) for r in trial_rows)
+        """Write the epoch rows not in the store yet (one file per contiguous run of a trial's
+        epochs, so that the file name lists its keys); returns how many."""
+        fresh: dict[tuple[str, int], dict[str, Any]] = {}
+        for r in rows:
+            key = (r[col.TRIAL_ID], r[col.EPOCH])
+            if key not in self.epochs_written:
+                fresh.setdefault(key, r)  # the first report of an epoch is the one kept
+        runs: list[list[dict[str, Any]]] = []
+        for (trial_id, epoch), r in sorted(fresh.items(), key=lambda item: item[0]):
+            last = runs[-1][-1] if runs else None
+            if last is not None and last[col.TRIAL_ID] == trial_id and last[col.EPOCH] == epoch - 1:
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+        for run in runs:
+            trial_id, first, last_epoch = run[0][col.TRIAL_ID], run[0][col.EPOCH], run[-1][col.EPOCH]
+            path = (f"{self._partition(col.EPOCHS_TABLE)}/"
+                    f"{trial_id}-e{first:05d}-{last_epoch:05d}{_PARQUET}")
+            self._write_table(path, _table(run, EPOCH_SCHEMA))
+            self.epochs_written.update((trial_id, r[col.EPOCH]) for r in run)
         return len(fresh)
 
     def write_trial(self, row: dict[str, Any], images: dict[str, bytes]) -> bool:
@@ -189,54 +236,67 @@ class StoreWriter:
         row = dict(row)
         for column, png in images.items():
             relative = self.image_path(trial_id, column)
-            write_bytes(self._fs, f"{self._root}/{relative}", png)
+            self._write(f"{self._root}/{relative}", png)
             row[column] = relative
-        self._write_table(f"{self._partition(col.TRIALS_TABLE)}/{trial_id}.parquet",
+        self._write_table(f"{self._partition(col.TRIALS_TABLE)}/{trial_id}{_PARQUET}",
                           _table([row], TRIAL_SCHEMA))
         self.trials_written.add(trial_id)
         return True
 
 
+def _partition(root: str, table: str, sweep: str) -> str:
+    return f"{root}/{table}/{col.SWEEP}={sweep}"
+
+
 def finished_trials(store: str, sweep: str) -> set[str]:
-    """Ids of the trials of `sweep` that have a row in the store (reads only that partition)."""
+    """Ids of the trials of `sweep` that have a row in the store (one listing of its partition)."""
     fs, root = open_store(store)
-    directory = f"{root}/{col.TRIALS_TABLE}/{col.SWEEP}={sweep}"
-    return set(_read_column(fs, directory, [col.TRIAL_ID]).get(col.TRIAL_ID, []))
+    return _trial_ids(fs, _partition(root, col.TRIALS_TABLE, sweep))
 
 
-def _read_column(fs: pafs.FileSystem, directory: str, columns: list[str]) -> dict[str, list[Any]]:
-    """Some columns of every Parquet file under `directory` ({} if there is none yet)."""
+def _data_files(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
+    """The Parquet files in `directory` (one listing; none if it does not exist yet). A file
+    too short to be Parquet is refused here: its name would vouch for rows it does not hold."""
     try:
-        if fs.get_file_info(directory).type == pafs.FileType.NotFound:
-            return {}
-        infos = fs.get_file_info(pafs.FileSelector(directory, recursive=True))
+        infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
     except OSError as exc:
         raise RlvError(f"cannot read the store at {directory}: {_first_line(exc)}") from None
     files = [f for f in infos
-             if f.type == pafs.FileType.File and f.base_name.endswith(".parquet")
+             if f.type == pafs.FileType.File and f.base_name.endswith(_PARQUET)
              and not f.base_name.startswith((".", "_"))]
-    out: dict[str, list[Any]] = {c: [] for c in columns}
     for f in files:
-        try:
-            table = pq.read_table(f.path, filesystem=fs, columns=columns)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise RlvError(f"corrupt store file {f.path} ({_first_line(exc)}); "
-                           "move it away and run again: its rows will be rewritten") from None
-        for c in columns:
-            out[c].extend(table.column(c).to_pylist())
-    return out
+        if f.size is not None and f.size < _PARQUET_MIN_BYTES:
+            raise RlvError(f"corrupt store file {f.path} ({f.size} bytes, too short for "
+                           "Parquet); move it away and run again: its rows will be rewritten")
+    return files
+
+
+def _trial_ids(fs: pafs.FileSystem, directory: str) -> set[str]:
+    """The trial ids of the trial files in a partition, from their names."""
+    return {f.base_name.removesuffix(_PARQUET) for f in _data_files(fs, directory)}
+
+
+def _epoch_keys(fs: pafs.FileSystem, directory: str) -> set[tuple[str, int]]:
+    """The (trial id, epoch) keys of the epoch files in a partition, from their names."""
+    keys: set[tuple[str, int]] = set()
+    for f in _data_files(fs, directory):
+        match = _EPOCH_FILE.match(f.base_name)
+        if match is None:
+            log.warning("ignoring %s: not an rlv epoch file name (TRIAL-eFIRST-LAST.parquet)",
+                        f.path)
+            continue
+        trial_id, first, last = match["trial"], int(match["first"]), int(match["last"])
+        keys.update((trial_id, epoch) for epoch in range(first, last + 1))
+    return keys
 
 
 def read_status(store: str, sweep: str) -> dict[str, Any]:
-    """The status file of `sweep`, or {} when there is none (or it is unreadable)."""
+    """The status file of `sweep`, or {} when there is none."""
     fs, root = open_store(store)
     path = f"{root}/{STATUS_DIR}/{sweep}.json"
-    try:
-        if fs.get_file_info(path).type != pafs.FileType.File:
-            return {}
-        with fs.open_input_stream(path) as f:
-            return json.loads(f.read().decode())  # type: ignore[no-any-return]
-    except OSError as exc:
-        raise RlvError(f"cannot read {path}: {_first_line(exc)}") from None
-    except json.JSONDecodeError:
-        return {}  # written atomically, so only a file edited by hand can be torn
+    status = read_json(fs, path)
+    if status is None:
+        return {}
+    if not isinstance(status, dict):
+        raise RlvError(f"corrupt status file {path} (not a JSON object); remove it")
+    return status

@@ -52,9 +52,6 @@ def trial_name(trial: Any) -> str:
     return trial_config(trial.config).name
 
 
-trial_dirname = trial_name
-
-
 def run_sweep_trial(config: dict[str, Any]) -> None:
     """Tune calls this with the grid point (factor levels, seed) and the sweep spec."""
     _threads()

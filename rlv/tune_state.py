@@ -14,7 +14,7 @@ import logging
 
 import pyarrow.fs as pafs
 
-from rlv.store import open_store
+from rlv.store import open_store, read_json, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +28,16 @@ def _latest_state_file(fs: pafs.FileSystem, experiment: str) -> str | None:
     return names[-1] if names else None
 
 
-def mark_finished(experiment: str, finished: set[str]) -> list[str]:
-    """Set the Tune status of the trials named in `finished` to TERMINATED; return their names."""
+def mark_finished(experiment: str, finished: set[str]) -> None:
+    """Set the Tune status of the trials named in `finished` to TERMINATED (the state file is
+    replaced whole, so a driver killed meanwhile leaves the old one, never half of one)."""
     fs, path = open_store(experiment)
     state_file = _latest_state_file(fs, path)
     if state_file is None:
-        return []
-    with fs.open_input_stream(state_file) as f:
-        state = json.loads(f.read().decode())
+        return
+    state = read_json(fs, state_file)
+    if state is None:
+        return
     changed = []
     for pair in state.get("trial_data", []):
         trial = json.loads(pair[0])
@@ -45,7 +47,5 @@ def mark_finished(experiment: str, finished: set[str]) -> list[str]:
             pair[0] = json.dumps(trial, indent=2)
             changed.append(name)
     if changed:
-        with fs.open_output_stream(state_file) as f:
-            f.write(json.dumps(state, indent=2).encode())
+        write_bytes(fs, state_file, json.dumps(state, indent=2).encode())
         log.info("marked %d trials finished in the store as TERMINATED: %s", len(changed), changed)
-    return changed

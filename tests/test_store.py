@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from rlv import columns as col
 from rlv.errors import RlvError
-from rlv.store import StoreWriter
+from rlv.store import STATUS_DIR, StoreWriter, finished_trials, open_store, read_json, read_status
 
 
 def epoch_rows(trial: str, epochs: range, loss: float = 1.0) -> list[dict[str, Any]]:
@@ -78,3 +80,56 @@ def test_a_corrupt_file_is_named_and_nothing_is_lost(tmp_path: Path) -> None:
     with pytest.raises(RlvError, match=r"corrupt store file .*b-e00001-00001\.parquet"):
         StoreWriter(str(tmp_path), "s")
     assert sorted(p.name for p in (tmp_path / "epochs" / "sweep=s").iterdir()) == before
+
+
+def test_keys_come_from_one_listing_of_file_names(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = StoreWriter(str(tmp_path), "s")
+    writer.write_epochs(epoch_rows("a", range(1, 3)) + epoch_rows("a", range(4, 5)))
+    # 3 and 5 are new, 4 is not: each file holds one contiguous run, so its name lists its keys
+    assert writer.write_epochs(epoch_rows("a", range(1, 6)) + epoch_rows("b-e1", range(1, 3))) == 4
+    writer.write_trial(trial_row("a"), {})
+    names = sorted(p.name for p in (tmp_path / "epochs" / "sweep=s").iterdir())
+    assert names == ["a-e00001-00002.parquet", "a-e00003-00003.parquet", "a-e00004-00004.parquet",
+                     "a-e00005-00005.parquet", "b-e1-e00001-00002.parquet"]
+    (tmp_path / "trials" / "sweep=s" / "_metadata").write_bytes(b"")  # not data: skipped
+
+    def no_reading(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the keys were read from a file, not its name")
+
+    monkeypatch.setattr(pq, "read_table", no_reading)
+    monkeypatch.setattr(pq, "ParquetFile", no_reading)
+    again = StoreWriter(str(tmp_path), "s")
+    assert again.trials_written == {"a"} == finished_trials(str(tmp_path), "s")
+    assert again.epochs_written == {("a", e) for e in range(1, 6)} | {("b-e1", 1), ("b-e1", 2)}
+    assert finished_trials(str(tmp_path), "none yet") == set()
+
+
+def test_a_writer_makes_each_folder_once(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    made: list[str] = []
+
+    class Counting(pafs.FSSpecHandler):
+        def create_dir(self, path: str, recursive: bool) -> None:
+            made.append(path)
+            super().create_dir(path, recursive)
+
+    writer = StoreWriter(str(tmp_path), "s")
+    writer._fs = pafs.PyFileSystem(Counting(fsspec.filesystem("file")))
+    for epoch in range(1, 4):
+        writer.write_status({"epoch": epoch})  # the heartbeat
+        writer.write_epochs(epoch_rows("a", range(epoch, epoch + 1)))  # a commit
+    assert sorted(made) == [f"{tmp_path}/_status", f"{tmp_path}/epochs/sweep=s"]
+    assert read_status(str(tmp_path), "s") == {"epoch": 3}
+    assert len(pd.read_parquet(tmp_path / "epochs")) == 3
+
+
+def test_json_files_missing_or_corrupt(tmp_path: Path) -> None:
+    fs, root = open_store(str(tmp_path))
+    assert read_json(fs, f"{root}/nothing.json") is None
+    assert read_status(str(tmp_path), "s") == {}
+    status = tmp_path / STATUS_DIR / "s.json"
+    status.parent.mkdir()
+    status.write_text('{"torn": ')
+    with pytest.raises(RlvError, match=r"corrupt JSON file .*s\.json"):
+        read_status(str(tmp_path), "s")
