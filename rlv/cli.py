@@ -2,22 +2,53 @@
 
 Option defaults are None ("not given"): the defaults live in the dataclasses of rlv/config.py.
 User mistakes (RlvError, bad options) print one line and exit 2; a sweep whose trials failed
-exits 1.
+exits 1. The tests drive `app` in-process with Typer's CliRunner.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from rlv.config import PRECISIONS
 from rlv.errors import RlvError
+from rlv.levels import DATASETS, ENCODERS, LAYERS, OBJECTIVES, PRIORS
+
+
+class _Commands(TyperGroup):
+    """rlv's command group: every user mistake ends as one line on stderr and exit code 2, the
+    same under `rlv` as under Typer's CliRunner (the tests run the CLI in-process)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
+        except RlvError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except (typer.Abort, KeyboardInterrupt):
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+        except typer.TyperException as exc:  # Typer's own usage errors: unknown option, bad number
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            typer.echo(f"error: {message}", err=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -34,14 +65,42 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _levels(names: Sequence[str]) -> str:
+    """An option's help: the registered levels (rlv/levels.py), so a new level shows at once."""
+    return " | ".join(names)
+
+
+DATA_DIR_HELP = ("Folder holding the data sets' files, used as $RLV_DATA_DIR is (a sweep file's "
+                 "data.data_dir comes first).")
+
+
+@contextmanager
+def _data_dir_env(data_dir: str | None) -> Iterator[None]:
+    """--data-dir of check and launch: $RLV_DATA_DIR for this command, made absolute (trials
+    resolve it in their own folders), then as it was (the tests run commands in-process)."""
+    if data_dir is None:
+        yield
+        return
+    before = os.environ.get("RLV_DATA_DIR")
+    os.environ["RLV_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RLV_DATA_DIR", None)
+        else:
+            os.environ["RLV_DATA_DIR"] = before
+
+
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, epochs.json and the PNGs.")],
-    encoder: Annotated[str | None, typer.Option(help="L | PNL | NL | RKS")] = None,
-    layer: Annotated[str | None, typer.Option(help="fc | conv")] = None,
-    prior: Annotated[str | None, typer.Option(help="normal | flow2 | flow6")] = None,
-    objective: Annotated[str | None, typer.Option(help="elbo (correct) | thesis")] = None,
-    dataset: Annotated[str | None, typer.Option(help="mnist | svhn")] = None,
+    encoder: Annotated[str | None, typer.Option(help=_levels(ENCODERS.names()))] = None,
+    layer: Annotated[str | None, typer.Option(help=_levels(LAYERS.names()))] = None,
+    prior: Annotated[str | None, typer.Option(help=_levels(PRIORS.names()))] = None,
+    objective: Annotated[str | None, typer.Option(
+        help=f"{_levels(OBJECTIVES.names())} (elbo is the correct one)")] = None,
+    dataset: Annotated[str | None, typer.Option(help=_levels(DATASETS.names()))] = None,
     seed: Annotated[int | None, typer.Option(help="Split and initialisation seed.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (thesis: 250).")] = None,
     train_size: Annotated[int | None, typer.Option(help="Training images (thesis: 25000).")] = None,
@@ -50,13 +109,14 @@ def train(
     latent_dim: Annotated[int | None, typer.Option(help="Latent size (default: data set's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (thesis: 256).")] = None,
     lr: Annotated[float | None, typer.Option(help="Adam learning rate (thesis: 1e-3).")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 (autocast, opt-in).")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help=f"{_levels(PRECISIONS)} (bf16: autocast, opt-in).")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Epochs between checkpoints.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Folder holding the data set's files.")] = None,
 ) -> None:
     """Train and evaluate one cell for one seed, outside Ray (rerun to resume)."""
     from rlv.config import TrialConfig, from_dict
-    from rlv.single import train_to_folder
+    from rlv.trial.standalone import train_to_folder
 
     cfg = from_dict(TrialConfig, {
         "model": _given(encoder=encoder, layer=layer, prior=prior, latent_dim=latent_dim),
@@ -72,11 +132,11 @@ def train(
 
 @app.command()
 def models(
-    dataset: Annotated[str, typer.Option(help="mnist | svhn")] = "mnist",
+    dataset: Annotated[str, typer.Option(help="mnist | svhn | cifar10")] = "mnist",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List every cell with its trainable and frozen parameter counts (from the built models)."""
-    from rlv.catalog import model_catalog
+    from rlv.trial.catalog import model_catalog
 
     rows = model_catalog(dataset)
     if as_json:
@@ -98,23 +158,32 @@ def bench(
     precisions: Annotated[str, typer.Option(help="fp32 and/or bf16, comma-separated.")] = "fp32",
 ) -> None:
     """Time rlv's training loop against a plain PyTorch loop, in the same run."""
-    from rlv.bench import run_benchmark
+    from rlv.trial.bench import run_benchmark
 
     run_benchmark(layers=layers.split(","), priors=priors.split(","), encoder=encoder,
                   epochs=epochs, train_size=train_size, precisions=precisions.split(","), log=echo)
 
 
 def _load_sweep(sweep: str):  # type: ignore[no-untyped-def]
-    from rlv.sweep import load_sweep
+    from rlv.sweep.files import load_sweep
 
     return load_sweep(sweep)
 
 
 @app.command()
-def check(sweep: Annotated[str, typer.Argument(help="Sweep name (sweeps/NAME.yaml) or path.")]) -> None:
-    """Validate a sweep file without running it: trial count and resources."""
-    for line in _load_sweep(sweep).describe():
-        echo(line)
+def check(
+    sweep: Annotated[str, typer.Argument(help="Sweep name (sweeps/NAME.yaml) or path.")],
+    store: Annotated[str | None, typer.Option(help="Store folder or URI (overrides the sweep's).")] = None,
+    data_dir: Annotated[str | None, typer.Option(help=DATA_DIR_HELP)] = None,
+) -> None:
+    """Validate a sweep file without running it: trial count, resources, and against its store
+    the trials done, running and to run, with the remaining time the store's timings predict."""
+    from rlv.store.estimate import check_store
+
+    with _data_dir_env(data_dir):
+        spec = _load_sweep(sweep)
+        for line in spec.describe() + check_store(spec, spec.store_location(store)):
+            echo(line)
 
 
 @app.command()
@@ -128,27 +197,35 @@ def launch(
     store: Annotated[str | None, typer.Option(help="Store folder or URI (overrides the sweep's).")] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the embedded local Ray.")] = None,
     num_gpus: Annotated[int | None, typer.Option(help="GPUs of the embedded local Ray.")] = None,
+    data_dir: Annotated[str | None, typer.Option(
+        help=f"{DATA_DIR_HELP} Not with --cluster or a Job address: set data.data_dir there.")] = None,
     sweep_json: Annotated[str | None, typer.Option(hidden=True)] = None,  # how a Ray Job gets it
 ) -> None:
     """Run a sweep's grid x seeds as Ray Tune trials into the Parquet store (rerun to resume)."""
     remote = cluster is not None or (address or "").startswith(("http://", "https://"))
     name = sweep or ("thesis-mnist" if remote else "quick")
     if sweep_json is not None:
-        from rlv.sweep import parse_sweep
+        from rlv.sweep.spec import parse_sweep
 
         spec = parse_sweep(json.loads(sweep_json), source="--sweep-json")
     else:
         spec = _load_sweep(name)
     if remote:
-        from rlv.cluster import submit_sweep
+        from rlv.service.cluster import submit_sweep
+
+        if data_dir is not None:  # this machine's variable does not reach the cluster's trials
+            raise RlvError(f"--data-dir {data_dir} names a folder for trials on this machine; for "
+                           "a sweep on a cluster set data.data_dir in the sweep file (a folder on "
+                           "the cluster's nodes)")
 
         code = submit_sweep(spec, sweep_arg=name, cluster=cluster, address=address, store=store,
                             echo=echo)
         raise typer.Exit(code)
-    from rlv.launch import LaunchOptions, run_sweep
+    from rlv.service.launch import LaunchOptions, run_sweep
 
-    outcome = run_sweep(spec, LaunchOptions(store=store, address=address, num_cpus=num_cpus,
-                                            num_gpus=num_gpus), echo)
+    with _data_dir_env(data_dir):
+        outcome = run_sweep(spec, LaunchOptions(store=store, address=address, num_cpus=num_cpus,
+                                                num_gpus=num_gpus), echo)
     for line in outcome.summary():
         echo(line)
     if not outcome.ok:
@@ -159,14 +236,34 @@ def launch(
 def status(
     sweep: Annotated[str, typer.Argument(help="Sweep name or path.")] = "quick",
     store: Annotated[str | None, typer.Option(help="Store folder or URI (overrides the sweep's).")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until the sweep ends.")] = False,
+    every: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.")] = 5.0,
 ) -> None:
-    """Finished, running, failed and pending trials of a sweep, and where its store is."""
-    from rlv.launch import store_location
-    from rlv.status import sweep_status
+    """Finished, running, failed and pending trials of a sweep, and where its store is. With
+    --store and a sweep name, from the store alone (the sweep's spec is kept there)."""
+    from rlv.store.status import spec_from_store, sweep_status
 
-    spec = _load_sweep(sweep)
-    for line in sweep_status(spec, store_location(spec, store)).lines():
+    is_file = sweep.endswith((".yaml", ".yml")) or Path(sweep).expanduser().exists()
+    if store is not None and not is_file:
+        location = store if "://" in store else str(Path(store).expanduser().resolve())
+        spec = spec_from_store(location, sweep)
+    else:
+        spec = _load_sweep(sweep)
+        location = spec.store_location(store)
+    if watch:
+        _watch_status(spec, location, every)
+        return
+    for line in sweep_status(spec, location).lines():
         echo(line)
+
+
+def _watch_status(spec, location: str, every: float) -> None:  # type: ignore[no-untyped-def]
+    from rlv.store.status import watch_status
+
+    report = watch_status(spec, location, echo, every_s=every,
+                          clear=sys.stdout.isatty())
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -182,24 +279,31 @@ def analyze(
     echo(f"wrote {paths.markdown}, {paths.html} and {paths.anova}")
 
 
+# --- rlv plan (analysis side; kept self-contained so that edits elsewhere in this file merge) ---
+@app.command()
+def plan(
+    store: Annotated[str, typer.Argument(help="Store folder or URI.")],
+    metric: Annotated[str, typer.Option(help="Metric column, e.g. test_re.")],
+    factor: Annotated[str, typer.Option(help="Factor whose two levels should differ, e.g. encoder.")],
+    delta: Annotated[float, typer.Option(help="Difference to detect, in the metric's units.")],
+    power: Annotated[float | None, typer.Option(help="Power wanted (default 0.8).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Significance level (default 0.01).")] = None,
+    sweep: Annotated[str | None, typer.Option(help="Plan from this sweep only.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a sentence.")] = False,
+) -> None:
+    """Seeds per cell to detect a difference between two levels of a factor (noncentral F)."""
+    from rlv.analysis.plan import plan_store
+
+    result = plan_store(store, metric, factor, delta, sweep=sweep, **_given(power=power, alpha=alpha))
+    echo(json.dumps(result.as_dict()) if as_json else result.describe())
+
+
 def main() -> None:
-    """Entry point: one line per user mistake, never a traceback for one."""
+    """Entry point: one line per user mistake, never a traceback for one (see _Commands)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if len(sys.argv) == 1:
         sys.argv.append("--help")
-    try:
-        code = app(standalone_mode=False)
-    except RlvError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except typer.TyperException as exc:  # Typer's own usage errors: unknown option, bad number
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        typer.echo(f"error: {message}", err=True)
-        sys.exit(getattr(exc, "exit_code", 2))
-    sys.exit(code if isinstance(code, int) else 0)
+    app()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Imports nothing heavy so that `rlv.analysis` can use it without torch or Ray.
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 # --- identity of a row -----------------------------------------------------------------------
@@ -23,6 +24,10 @@ OBJECTIVE: Final = "objective"
 SEED: Final = "seed"
 
 FACTORS: Final = (DATASET, ENCODER, LAYER, PRIOR, OBJECTIVE, SEED)
+# in `trials`: the sweep's factor columns, comma-separated in trial-name order (e.g.
+# "encoder,layer,prior,latent_dim"): a setting made a factor (`model.latent_dim`) has a column
+# named by its field, and the analysis takes its design from this list
+SWEEP_FACTORS: Final = "factors"
 
 # Display order of the levels, as in the thesis's tables (an unknown level sorts last).
 LEVEL_ORDER: Final[dict[str, tuple[str, ...]]] = {
@@ -54,7 +59,10 @@ TEST_RT_ELBO: Final = "test_rt_elbo"  # the correct per-dimension -KL estimate, 
 FLOW_LOGDET: Final = "flow_logdet"  # mean log|det df/dz| of the prior (0: normal prior);
 # in `trials` over the test latents, in `epochs` over the epoch's training latents
 
-# train (last epoch) minus test, one per ELBO component
+# overfitting gaps, one per ELBO component, as the thesis reports them: positive when the test
+# set is worse than the training set (last epoch): test - train for the negative ELBO and RE
+# (lower is better), train - test for RT (higher is better). Stores written before this
+# convention hold train - test; the analysis re-derives the gaps from the train/test columns.
 GAP_NEG_ELBO: Final = "gap_neg_elbo"
 GAP_RE: Final = "gap_re"
 GAP_RT: Final = "gap_rt"
@@ -65,6 +73,8 @@ FROZEN_PARAMS: Final = "frozen_params"
 
 # --- provenance ----------------------------------------------------------------------------------
 DEVICE: Final = "device"
+NODE_ID: Final = "node_id"  # the Ray node that ran the trial (in `epochs`: that epoch)
+HOSTNAME: Final = "hostname"  # that node's host name
 STARTED_AT: Final = "started_at"
 FINISHED_AT: Final = "finished_at"
 TRIAL_SECONDS: Final = "trial_seconds"  # wall seconds inside the trial, start to end
@@ -86,3 +96,13 @@ IMAGES_DIR: Final = "images"
 
 EPOCH_METRICS: Final = (TRAIN_NEG_ELBO, TRAIN_RE, TRAIN_RT, EPOCH_TIME_S)
 TEST_METRICS: Final = (TEST_NEG_ELBO, TEST_RE, TEST_RT, TEST_RT_ELBO, FLOW_LOGDET)
+
+
+def is_nan(value: object) -> bool:
+    """Whether a metric is NaN: how a row says "not measured" (FID skipped) or "diverged"."""
+    return isinstance(value, float) and math.isnan(value)
+
+
+def fid_text(value: object) -> str:
+    """How rlv prints a trial's FID everywhere: "FID 12.34", or "FID skipped" (0 samples)."""
+    return "FID skipped" if value is None or is_nan(value) else f"FID {float(value):.2f}"  # type: ignore[arg-type]

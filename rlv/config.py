@@ -19,22 +19,33 @@ from rlv.errors import RlvError
 
 C = TypeVar("C")
 
+PRECISIONS = ("fp32", "bf16")  # TrainConfig.precision
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which VAE: the three model factors plus the sizes that follow from the data set."""
 
-    encoder: str = "L"  # L | PNL | NL | RKS
+    encoder: str = "L"  # L | PNL | NL | RKS | PRKS
     layer: str = "fc"  # fc | conv
-    prior: str = "normal"  # normal | flow2 | flow6
-    latent_dim: int | None = None  # None: the data set's (16 on MNIST, 32 on SVHN)
+    prior: str = "normal"  # normal | flow2 | flow6 | mog | vamp
+    latent_dim: int | None = None  # None: the data set's (16 on MNIST, 32 on SVHN and CIFAR-10)
     sigma2: float = 1e-6  # constant variance of the mean-only encoders (NL, RKS)
     flow_hidden: int = 64  # width of the RealNVP scale and translation nets
+    prior_components: int = 16  # K of the mixture priors (mog: Gaussians, vamp: pseudo-inputs)
+    rks_width: int = 1024  # random cosine features of the PRKS encoder
+    init: str = "xavier_uniform"  # weight initialisation of encoder and decoder (rlv/levels.py INITS)
+    dropout: float = 0.0  # dropout rate after the encoder's hidden layers (frozen ones too)
+    batchnorm: bool = False  # batch norm after the encoder's hidden layers
+
+    def resolved_latent_dim(self, dataset_latent: int) -> int:
+        """The latent size: this config's, else the data set's (16 on MNIST, 32 on SVHN)."""
+        return self.latent_dim if self.latent_dim is not None else dataset_latent
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "mnist"  # mnist | svhn
+    dataset: str = "mnist"  # a data set of rlv/levels.py DATASETS: mnist | svhn | cifar10
     data_dir: str | None = None  # folder with the data set's files; None: $RLV_DATA_DIR or offline copy
     train_size: int | None = None  # None: the thesis's 25,000; smaller for quick runs
     test_size: int | None = None  # None: the whole test split (25,000 MNIST, 38,257 SVHN)
@@ -46,8 +57,9 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     objective: str = "elbo"  # elbo (correct) | thesis (the thesis's flow-prior RT)
-    precision: str = "fp32"  # fp32 | bf16 (autocast; opt-in)
+    precision: str = "fp32"  # one of PRECISIONS: fp32 | bf16 (autocast; opt-in)
     checkpoint_every: int = 10  # epochs between checkpoints (Ray Tune resumes from the last)
+    warmup_epochs: int = 0  # KL warm-up: the RT weight rises linearly 0 -> 1 over these epochs
 
     def checkpoint_due(self, epoch: int) -> bool:
         """Checkpoint after this epoch? Every `checkpoint_every` epochs and after the last one,
@@ -76,6 +88,10 @@ class TrialConfig:
     seed: int = 0  # draws the data split and the (frozen) initial weights
     sweep: str = "adhoc"
     trial_id: str = ""  # empty: derived from the factors, e.g. NL-conv-flow6-s3
+    # the sweep's factor columns in trial-name order (rlv.columns.SWEEP_FACTORS), e.g.
+    # ("encoder", "layer", "prior", "latent_dim"); settings made factors by their section.field
+    # ("model.latent_dim"); empty outside a sweep
+    factors: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,14 +110,55 @@ class TrialConfig:
             return self.trial_id
         return trial_name(self, ("objective",) if self.train.objective != "elbo" else ())
 
+    def setting(self, path: str) -> Any:
+        """The value of setting `section.field` (e.g. "model.latent_dim")."""
+        section, _, key = path.partition(".")
+        return getattr(getattr(self, section), key)
+
+    def factor_columns(self) -> tuple[str, ...]:
+        """The sweep's factor columns (rlv.columns.SWEEP_FACTORS), a setting by its field name;
+        outside a sweep, the factors its name shows."""
+        named = self.factors or ("encoder", "layer", "prior") + (
+            ("objective",) if self.train.objective != "elbo" else ())
+        return tuple(setting_column(f) for f in named)
+
+
+# the sections of a TrialConfig that hold settings (what a sweep's `settings` and `factors` name)
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
+                             "eval": EvalConfig}
+
+
+def setting_column(factor: str) -> str:
+    """The store column of a factor: a setting `section.field` by its field, a named one as is."""
+    return factor.rpartition(".")[2]
+
+
+def level_label(value: Any) -> str:
+    """A level as a trial id shows it: 8, 0.001, 0.0010000001, 0, true, kaiming_normal.
+
+    A float prints in its short `:g` form (0, 1e-05: the ids of the stores so far) where that
+    form reads back as the same number, else in its shortest exact form (repr): `:g` keeps six
+    digits, so 0.001 and 0.0010000001 would both print 0.001 and two trials share one id. Two
+    different floats never share a label: each label reads back as its own number."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
+
 
 def trial_name(cfg: TrialConfig, extra: tuple[str, ...] = ()) -> str:
-    """`NL-conv-flow6-s3`; `extra` adds the levels of "dataset" (first) or "objective"."""
+    """`NL-conv-flow6-s3`; `extra` adds the levels of "dataset" (first) or "objective", and of
+    settings made factors (`model.latent_dim` -> `...-latent_dim8-s3`, in the order given)."""
     parts = [cfg.model.encoder, cfg.model.layer, cfg.model.prior]
     if "objective" in extra:
         parts.append(cfg.train.objective)
     if "dataset" in extra:
         parts.insert(0, cfg.data.dataset)
+    for factor in extra:
+        if "." in factor:
+            parts.append(f"{setting_column(factor)}{level_label(cfg.setting(factor))}")
     return "-".join(parts) + f"-s{cfg.seed}"
 
 
@@ -125,6 +182,11 @@ def _check_value(path: str, value: Any, tp: Any) -> Any:
                 continue
         allowed = " or ".join("null" if o is type(None) else _type_name(o) for o in options)
         raise RlvError(f"{path} = {value!r} has the wrong type; expected {allowed}")
+    if origin is tuple:  # tuple[str, ...]: a list in JSON and YAML
+        if not isinstance(value, list | tuple):
+            raise RlvError(f"{path} = {value!r} has the wrong type; expected a list")
+        item = typing.get_args(tp)[0]
+        return tuple(_check_value(f"{path}[{i}]", v, item) for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise RlvError(f"{path} must be a mapping of settings, got {value!r}")

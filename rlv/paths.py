@@ -7,12 +7,24 @@ import importlib.util
 import os
 from pathlib import Path
 
+from rlv.errors import RlvError
+
 
 def cache_dir() -> Path:
-    """$RLV_CACHE_DIR, else ~/.cache/rlv; created on first use. Absolute: Tune moves trials' cwd."""
-    root = os.environ.get("RLV_CACHE_DIR") or os.path.join(Path.home(), ".cache", "rlv")
+    """$RLV_CACHE_DIR, else ~/.cache/rlv; created on first use. Absolute: Tune moves trials' cwd.
+    RlvError naming the folder when it cannot be created or written."""
+    given = os.environ.get("RLV_CACHE_DIR")
+    root = given or os.path.join(Path.home(), ".cache", "rlv")
     path = Path(root).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError("not writable")
+    except OSError as exc:
+        name = "$RLV_CACHE_DIR" if given else "the cache folder"
+        reason = exc.strerror or str(exc)
+        raise RlvError(f"{name} {path} is not usable ({reason}); point $RLV_CACHE_DIR at a "
+                       "writable folder") from None
     return path
 
 

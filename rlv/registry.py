@@ -1,11 +1,15 @@
 """A name -> class registry for the levels of a factor (encoders, priors, data sets, objectives).
 
-A new level is one class plus one `register` line. Look-ups of an unknown name raise an RlvError
-that lists the names that exist, so a typo in a sweep file reads as a one-line error.
+A new level is one class plus one `register` line (rlv/levels.py holds the lines). A level can be
+registered by its class or by a "module:Class" path; a path is imported only when the level is
+built, so checking a name (`rlv check` on a laptop) needs neither torch nor the level's code.
+Look-ups of an unknown name raise an RlvError that lists the names that exist, so a typo in a
+sweep file reads as a one-line error.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -14,30 +18,55 @@ from rlv.errors import RlvError
 T = TypeVar("T")
 
 
+def resolve(target: str | type) -> type:
+    """The class a "module:Class" path names (a class is returned as it is)."""
+    if isinstance(target, type):
+        return target
+    module, _, attr = target.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise RlvError(f"cannot load {target}: {exc}") from None
+    if not isinstance(found, type):
+        raise RlvError(f"{target} is not a class")
+    return found
+
+
 @dataclass(frozen=True)
 class Entry(Generic[T]):
-    """A registered level: the class and the keyword arguments it is built with."""
+    """A registered level: its class (or the path to it) and the arguments it is built with."""
 
-    cls: type[T]
+    kind: str
+    name: str
+    target: str | type
+    base: str | type
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cls(self) -> type[T]:
+        cls, base = resolve(self.target), resolve(self.base)
+        if not issubclass(cls, base):
+            raise RlvError(f"{self.kind} {self.name!r}: {cls!r} is not a subclass of {base.__name__}")
+        return cls  # type: ignore[return-value]
 
 
 class Registry(Generic[T]):
-    """Maps level names to subclasses of one base class."""
+    """Maps level names to subclasses of one base class (given as a class or a path)."""
 
-    def __init__(self, kind: str, base: type) -> None:  # type, not type[T]: bases are abstract
+    def __init__(self, kind: str, base: str | type) -> None:
         self.kind = kind
         self.base = base
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, cls: type[T], **kwargs: Any) -> type[T]:
+    def register(self, name: str, cls: str | type, **kwargs: Any) -> str | type:
         """Add `name`; `kwargs` are fixed constructor arguments of this level (e.g. flows=6)."""
         if name in self._entries:
             raise RlvError(f"{self.kind} {name!r} is already registered")
-        if not (isinstance(cls, type) and issubclass(cls, self.base)):
-            raise RlvError(f"{self.kind} {name!r}: {cls!r} is not a subclass of {self.base.__name__}")
-        self._entries[name] = Entry(cls, dict(kwargs))
-        return cls
+        entry: Entry[T] = Entry(self.kind, name, cls, self.base, dict(kwargs))
+        if isinstance(cls, type):
+            entry.cls  # noqa: B018  (a class given directly is checked at once)
+        self._entries[name] = entry
+        return cls  # type: ignore[return-value]
 
     def get(self, name: str) -> Entry[T]:
         try:

@@ -18,6 +18,7 @@ from rlv.analysis.load import (
     read_image,
     require_one_sweep_per_dataset,
 )
+from rlv.analysis.plan import SeedPlan, plan_seeds, plan_store, planning_table
 from rlv.analysis.plots import image_grid, interaction_plot, learning_curves
 from rlv.analysis.posthoc import (
     ordering_string,
@@ -44,6 +45,7 @@ __all__ = [
     "MetricFit",
     "ReportPaths",
     "Results",
+    "SeedPlan",
     "anova_table",
     "cell_table",
     "cell_tables",
@@ -61,6 +63,9 @@ __all__ = [
     "ordering_string",
     "ordering_table",
     "params_table",
+    "plan_seeds",
+    "plan_store",
+    "planning_table",
     "posthoc_table",
     "read_image",
     "require_one_sweep_per_dataset",

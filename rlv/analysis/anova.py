@@ -10,6 +10,13 @@ make interactions inestimable (a rank-deficient design, where Type III does not 
 interactions are left out, highest order first, and named in the `note`. Should the design still
 be rank-deficient (confounded main effects), each term is tested by the extra sum of squares of
 dropping its sum-coded columns (df = the rank it adds), and the note says so.
+
+Beside each model, its seed-blocked variant (`+ seed`, design.py) is fitted and reported as its
+own `model` (`... + seed (block)`, `block` = "seed"): its seed row tests the block, whose partial
+eta squared is the share of the model's residual sum of squares that the block takes out, and
+`block_removes` is the share of the residual variance (mean square) it removes,
+1 - MSE_blocked / MSE_model (negative when the block costs more df than it explains).
+Every term gets partial eta squared with a 95% interval from the noncentral F (effects.py).
 """
 
 from __future__ import annotations
@@ -28,16 +35,21 @@ from scipy import stats
 from statsmodels.stats.anova import anova_lm
 from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
+from rlv import columns as col
 from rlv.analysis.design import (
     DEFAULT_METRICS,
-    DESIGN_FACTORS,
+    GENERIC_METRICS,
     METRIC_MODELS,
     Term,
     describe,
-    model_spec,
+    describe_blocked,
+    is_thesis_design,
     model_terms,
+    spec_for,
+    varying_factors,
 )
-from rlv.analysis.labels import present_datasets, present_levels
+from rlv.analysis.effects import CI_LEVEL, partial_eta_sq_ci
+from rlv.analysis.labels import as_levels, present_datasets
 from rlv.analysis.load import Results, trials_of
 from rlv.analysis.tables import available_metrics, has_values, require_metric, select_dataset
 from rlv.errors import RlvError
@@ -63,11 +75,13 @@ class MetricFit:
     missing_cells: int  # empty cells of the full grid of those factors
     balanced: bool
     full_rank: bool  # False: confounded columns remain (extra-SS tests instead of Type III)
+    block: str = ""  # the block factor ("seed") of a blocked variant; "" for the model itself
+    block_removes: float = float("nan")  # 1 - MSE_blocked / MSE of the same model without it
 
     @property
     def factors(self) -> tuple[str, ...]:
-        """The factors in the model (each with at least two levels)."""
-        return _main_factors(self.terms)
+        """The design factors in the model (each with at least two levels; not the block)."""
+        return tuple(f for f in _main_factors(self.terms) if f != self.block)
 
     @property
     def resid_df(self) -> int:
@@ -79,7 +93,7 @@ Fits: TypeAlias = Results | pd.DataFrame | Sequence[MetricFit]
 
 
 def _main_factors(terms: tuple[Term, ...]) -> tuple[str, ...]:
-    return tuple(f for f in DESIGN_FACTORS if (f,) in terms)
+    return tuple(t[0] for t in terms if len(t) == 1)
 
 
 def _formula(terms: tuple[Term, ...]) -> str:
@@ -93,7 +107,9 @@ def _term_of(name: str) -> Term:
     return tuple(re.findall(r"C\((\w+), Sum\)", name))
 
 
-def _metric_list(trials: pd.DataFrame, metrics: tuple[str, ...] | list[str] | None) -> list[str]:
+def _metric_list(
+    trials: pd.DataFrame, metrics: tuple[str, ...] | list[str] | None
+) -> list[str]:
     """Validate explicit metrics (RlvError); default: the thesis's metrics that have values."""
     if metrics is None:
         chosen = available_metrics(trials, DEFAULT_METRICS)
@@ -114,14 +130,14 @@ def _metric_list(trials: pd.DataFrame, metrics: tuple[str, ...] | list[str] | No
     return list(metrics)
 
 
-def _design_data(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Factor columns and the response `y`, rows with a value only, unused levels dropped."""
-    factors = [f for f in DESIGN_FACTORS if f in trials]
+def _design_data(trials: pd.DataFrame, metric: str, factors: list[str]) -> pd.DataFrame:
+    """Factor columns (as categories: numeric levels too) and the response `y`, rows with a
+    value only, unused levels dropped."""
     data = trials[factors].copy()
     data["y"] = pd.to_numeric(trials[metric], errors="coerce").astype(float)
     data = data.dropna(subset=["y", *factors]).reset_index(drop=True)
     for f in factors:
-        data[f] = pd.Categorical(data[f].astype(str), categories=present_levels(data[f]))
+        data[f] = as_levels(data[f])
     return data
 
 
@@ -137,17 +153,24 @@ def _full_rank(result: Any) -> bool:
     return bool(np.linalg.matrix_rank(exog) == exog.shape[1])
 
 
-def fit_metric(trials: pd.DataFrame, metric: str, dataset: str = "") -> MetricFit:
-    """Fit the metric's model (METRIC_MODELS) to one dataset's trials.
+def fit_metric(
+    trials: pd.DataFrame, metric: str, dataset: str = "", block: str = ""
+) -> MetricFit:
+    """Fit the metric's model to one dataset's trials: the thesis's (METRIC_MODELS) where the
+    sweep varies only the thesis's factors, else the full factorial of its varying factors
+    (design.py). `block` ("seed") adds that block as a main effect: the blocked variant.
 
     Empty cells can make high-order interactions inestimable (a rank-deficient design); those
     interactions are dropped, highest order first, until the design has full rank, and listed in
     `dropped_terms`.
     """
-    data = _design_data(trials, metric)
-    varying = [f for f in DESIGN_FACTORS if f in data and data[f].nunique() > 1]
-    spec = model_spec(METRIC_MODELS[metric], varying)
+    factors = list(varying_factors(trials))
+    data = _design_data(trials, metric, [*factors, *([block] if block else [])])
+    varying = [f for f in factors if data[f].nunique() > 1]
+    spec = spec_for(metric, varying)
     fitted, dropped = model_terms(spec), []
+    if block:
+        fitted += ((block,),)
     result = _fit(data, fitted)
     full_rank = _full_rank(result)
     while not full_rank and any(len(t) > 1 for t in fitted):
@@ -157,7 +180,8 @@ def fit_metric(trials: pd.DataFrame, metric: str, dataset: str = "") -> MetricFi
         fitted = tuple(t for t in fitted if t != worst)
         result = _fit(data, fitted)
         full_rank = _full_rank(result)
-    factors = list(_main_factors(fitted))  # only interactions are dropped: main effects stay
+    # only interactions are dropped: main effects stay; cells are the design's, not the block's
+    factors = [f for f in _main_factors(fitted) if f != block]
     if factors:
         counts = data.groupby(factors, observed=True).size()
         grid = int(np.prod([data[f].nunique() for f in factors]))
@@ -165,10 +189,16 @@ def fit_metric(trials: pd.DataFrame, metric: str, dataset: str = "") -> MetricFi
         balanced = missing == 0 and counts.nunique() == 1
     else:
         cells, missing, balanced = 1, 0, True
+    removes = float("nan")
+    if block:
+        unblocked = _fit(data, tuple(t for t in fitted if t != (block,)))
+        mse_u = float(unblocked.ssr) / unblocked.df_resid if unblocked.df_resid > 0 else np.nan
+        mse_b = float(result.ssr) / result.df_resid if result.df_resid > 0 else np.nan
+        removes = 1.0 - mse_b / mse_u if np.isfinite(mse_b) and mse_u > 0 else np.nan
     return MetricFit(
         dataset=dataset,
         metric=metric,
-        model=describe(spec),
+        model=describe_blocked(spec, block) if block else describe(spec),
         terms=fitted,
         dropped_terms=tuple(dropped),
         data=data,
@@ -178,24 +208,42 @@ def fit_metric(trials: pd.DataFrame, metric: str, dataset: str = "") -> MetricFi
         missing_cells=missing,
         balanced=bool(balanced),
         full_rank=full_rank,
+        block=block,
+        block_removes=removes,
     )
 
 
 def fit_models(
-    data: Results | pd.DataFrame, metrics: tuple[str, ...] | list[str] | None = None
+    data: Results | pd.DataFrame,
+    metrics: tuple[str, ...] | list[str] | None = None,
+    blocks: bool = True,
 ) -> list[MetricFit]:
-    """One fitted model per dataset and metric (metrics: default the thesis's eight)."""
+    """Per dataset and metric the model and (`blocks`, where seeds vary) its seed-blocked variant.
+
+    metrics: default the thesis's eight, or for a sweep that varies other factors the test
+    metrics (design.GENERIC_METRICS).
+    """
     trials = trials_of(data)
     chosen = _metric_list(trials, metrics)
     fits = []
     for dataset in present_datasets(trials):
         part = select_dataset(trials, dataset)
+        generic = not is_thesis_design(varying_factors(part))
         for metric in chosen:
+            if metrics is None and generic and metric not in GENERIC_METRICS:
+                continue
             if not has_values(part, metric):
                 logger.info("dataset %s has no values of %s: skipped", dataset, metric)
                 continue
             fits.append(fit_metric(part, metric, dataset or ""))
+            if blocks and col.SEED in part and part[col.SEED].nunique() > 1:
+                fits.append(fit_metric(part, metric, dataset or "", block=col.SEED))
     return fits
+
+
+def model_fits(fits: Sequence[MetricFit]) -> list[MetricFit]:
+    """The models themselves, without their blocked variants (what post hoc tests use)."""
+    return [fit for fit in fits if not fit.block]
 
 
 def fits_of(data: Fits, metrics: tuple[str, ...] | list[str] | None = None) -> list[MetricFit]:
@@ -262,6 +310,7 @@ def _rows(fit: MetricFit, alpha: float) -> list[dict[str, Any]]:
         "dataset": fit.dataset,
         "metric": fit.metric,
         "model": fit.model,
+        "block": fit.block,
         "resid_df": resid_df,
         "n": fit.n,
         "cells": fit.cells,
@@ -278,6 +327,7 @@ def _rows(fit: MetricFit, alpha: float) -> list[dict[str, Any]]:
         else:
             f_value = p_value = np.nan
         denom = ss + ss_resid
+        low, high = partial_eta_sq_ci(f_value, df, resid_df, CI_LEVEL)
         rows.append(
             {
                 **base,
@@ -287,15 +337,19 @@ def _rows(fit: MetricFit, alpha: float) -> list[dict[str, Any]]:
                 "F": f_value,
                 "p": p_value,
                 "partial_eta_sq": ss / denom if denom > 0 else np.nan,
+                "eta_sq_lower": low,
+                "eta_sq_upper": high,
                 "significant": bool(p_value < alpha) if np.isfinite(p_value) else False,
+                "block_removes": fit.block_removes,
             }
         )
     return rows
 
 
 ANOVA_COLUMNS: Final = (
-    "dataset", "metric", "model", "term", "df", "resid_df", "ss", "F", "p", "partial_eta_sq",
-    "significant", "n", "cells", "missing_cells", "balanced", "note",
+    "dataset", "metric", "model", "block", "term", "df", "resid_df", "ss", "F", "p",
+    "partial_eta_sq", "eta_sq_lower", "eta_sq_upper", "significant", "block_removes", "n",
+    "cells", "missing_cells", "balanced", "note",
 )  # fmt: skip
 
 
@@ -309,7 +363,10 @@ def anova_table(
     `data`: results (fitted here) or the fits of `fit_models`, to fit once for several tables.
 
     F and p are Type III (sum-to-zero contrasts), as SPSS reports them; `partial_eta_sq` is
-    SS_term / (SS_term + SS_resid). Flags: `balanced`, `n`, `cells`, `missing_cells`, `note`.
+    SS_term / (SS_term + SS_resid) with its 95% interval `eta_sq_lower`..`eta_sq_upper` (the
+    noncentral F inverted, effects.py). Each model's seed-blocked variant follows it (`block` =
+    "seed", `block_removes`: the share of residual variance the block removes).
+    Flags: `balanced`, `n`, `cells`, `missing_cells`, `note`.
     """
     rows: list[dict[str, Any]] = []
     with warnings.catch_warnings():

@@ -11,6 +11,16 @@ has 2 df, so SPSS cannot have used prior as a numeric covariate (1 df). When the
 objectives, objective joins the full factorial of the RE/FID models and enters the others as a
 main effect. A factor with a single level in the data is dropped, which turns every model into
 the thesis's one-way ANOVA on encoder for its SVHN follow-up (df 16).
+
+Any sweep: the design's factors are the sweep's varying factors, read from the trials' `factors`
+column (rlv.columns.SWEEP_FACTORS: the sweep's factor columns, comma-separated; without it, the
+named factors encoder/layer/prior/objective). Where they are among the thesis's factors, the
+thesis's models above are fitted; where a sweep varies anything else (latent_dim, lr, init, ...),
+the thesis has no model of its own and each test metric gets the full factorial of the varying
+factors (numeric levels as categories). Dataset is no factor: each dataset is analysed alone.
+
+Seed blocks: every seed shares its data split and frozen initialisation across all cells, so seed
+is a block of a randomised block design. `blocked` adds `+ seed` (no interactions) to a model.
 """
 
 from __future__ import annotations
@@ -19,7 +29,10 @@ import itertools
 from dataclasses import dataclass
 from typing import Final
 
+import pandas as pd
+
 from rlv import columns as col
+from rlv.errors import RlvError
 
 Term = tuple[str, ...]
 
@@ -70,6 +83,52 @@ DEFAULT_METRICS: Final = (
 )
 
 
+# What a sweep that varies other settings gets: the full factorial on the test metrics.
+GENERIC_METRICS: Final = (col.TEST_NEG_ELBO, col.TEST_RT, col.TEST_RE, col.FID)
+BLOCK_SUFFIX: Final = " (block)"
+
+
+def sweep_factors(trials: pd.DataFrame) -> tuple[str, ...]:
+    """The sweep's factor columns (not seed, not dataset), in the sweep's order.
+
+    From the `factors` column where the trials have one (the union over rows, so pooled sweeps
+    keep every factor), else the named factors present. RlvError when a named factor has no
+    column.
+    """
+    names: list[str] = []
+    listed = trials[col.SWEEP_FACTORS].dropna() if col.SWEEP_FACTORS in trials else None
+    if listed is not None and len(listed):
+        for text in listed.astype(str).unique():
+            names += [n.strip() for n in text.split(",") if n.strip() and n.strip() not in names]
+        names = [n for n in names if n not in (col.SEED, col.DATASET)]
+        missing = [n for n in names if n not in trials]
+        if missing:
+            raise RlvError(
+                f"the trials name factor {missing[0]!r} in column {col.SWEEP_FACTORS!r} "
+                f"but have no column {missing[0]!r}: columns are {', '.join(map(str, trials))}"
+            )
+        return tuple(names)
+    return tuple(f for f in DESIGN_FACTORS if f in trials)
+
+
+def varying_factors(trials: pd.DataFrame) -> tuple[str, ...]:
+    """The sweep's factors with more than one level in `trials` (one dataset's rows)."""
+    return tuple(f for f in sweep_factors(trials) if trials[f].nunique(dropna=True) > 1)
+
+
+def is_thesis_design(factors: tuple[str, ...] | list[str]) -> bool:
+    """Whether the thesis's models apply: no factor varies beyond encoder/layer/prior/objective."""
+    return set(factors) <= set(DESIGN_FACTORS)
+
+
+def spec_for(metric: str, factors: tuple[str, ...] | list[str]) -> ModelSpec:
+    """The metric's model for these varying factors: the thesis's (restricted to them) where it
+    has one for this design, else the full factorial of the factors in the sweep's order."""
+    if is_thesis_design(factors):
+        return model_spec(METRIC_MODELS[metric], list(factors))
+    return ModelSpec(crossed=tuple(factors), main=())
+
+
 def model_spec(kind: str, factors: list[str]) -> ModelSpec:
     """The kind's model restricted to `factors` (those that vary), objective added by the rule."""
     base = MODEL_SPECS[kind]
@@ -82,8 +141,11 @@ def model_spec(kind: str, factors: list[str]) -> ModelSpec:
 
 
 def model_terms(spec: ModelSpec) -> tuple[Term, ...]:
-    """Main effects first (thesis order), then the crossed factors' interactions by degree."""
-    terms: list[Term] = [(f,) for f in DESIGN_FACTORS if f in spec.crossed or f in spec.main]
+    """Main effects first (thesis order, then any other factor in the spec's order), then the
+    crossed factors' interactions by degree."""
+    named = [f for f in DESIGN_FACTORS if f in spec.crossed or f in spec.main]
+    others = [f for f in (*spec.crossed, *spec.main) if f not in DESIGN_FACTORS]
+    terms: list[Term] = [(f,) for f in (*named, *others)]
     for degree in range(2, len(spec.crossed) + 1):
         terms += list(itertools.combinations(spec.crossed, degree))
     return tuple(terms)
@@ -94,3 +156,9 @@ def describe(spec: ModelSpec) -> str:
     parts = [" * ".join(spec.crossed)] if spec.crossed else []
     parts += list(spec.main)
     return " + ".join(parts) if parts else "1 (no factor varies)"
+
+
+def describe_blocked(spec: ModelSpec, block: str) -> str:
+    """`encoder * layer + prior + seed (block)`: the model with a block term added."""
+    base = describe(spec) if (spec.crossed or spec.main) else "1"
+    return f"{base} + {block}{BLOCK_SUFFIX}"

@@ -18,9 +18,10 @@ METRIC_LABELS: Final[dict[str, str]] = {
     col.TEST_RE: "Reconstruction error RE (test)",
     col.FID: "FID",
     col.EPOCH_TIME_S: "Time per epoch (s)",
-    col.GAP_NEG_ELBO: "Train - test gap, negative ELBO",
-    col.GAP_RE: "Train - test gap, RE",
-    col.GAP_RT: "Train - test gap, RT",
+    # positive = the test set is worse (rlv/analysis/gaps.py)
+    col.GAP_NEG_ELBO: "Overfitting gap, negative ELBO (test - train)",
+    col.GAP_RE: "Overfitting gap, RE (test - train)",
+    col.GAP_RT: "Overfitting gap, RT (train - test)",
     col.TRAIN_NEG_ELBO: "Negative ELBO (train)",
     col.TRAIN_RE: "RE (train)",
     col.TRAIN_RT: "RT (train)",
@@ -44,11 +45,25 @@ def metric_label(metric: str) -> str:
 
 
 def present_levels(series: pd.Series) -> list[str]:
-    """The levels that occur in `series`: category order for a Categorical, else sorted."""
-    present = set(series.dropna().astype(str))
+    """The levels that occur in `series`, as text: category order for a Categorical, numeric
+    order for numbers (a factor such as latent_dim: 8 < 16 < 32), else sorted."""
     if isinstance(series.dtype, pd.CategoricalDtype):
+        present = set(series.dropna().astype(str))
         return [str(c) for c in series.cat.categories if str(c) in present]
-    return sorted(present)
+    values = series.dropna()
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return list(dict.fromkeys(str(v) for v in values.sort_values()))
+    return sorted(set(values.astype(str)))
+
+
+def as_levels(series: pd.Series) -> pd.Categorical:
+    """A factor column as a Categorical of its levels' text, in `present_levels` order."""
+    levels = present_levels(series)
+    return pd.Categorical(series.astype(object).map(_text), categories=levels)
+
+
+def _text(value: object) -> object:
+    return value if value is None or value != value else str(value)  # keep None/NaN missing
 
 
 def present_datasets(frame: pd.DataFrame) -> list[str | None]:

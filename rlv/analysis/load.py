@@ -2,7 +2,9 @@
 
 The store's layout is a public contract (README, "The store, in Jupyter"; rlv/store.py):
 `{store}/trials/sweep=NAME/*.parquet` and `{store}/epochs/sweep=NAME/*.parquet`, Hive-partitioned,
-with temporary files named `_*` or `.*` that readers must skip. We read file by file rather than
+with temporary files named `_*` or `.*` that readers must skip. Only files named `*.parquet` are
+read (anything else under a table, a stray CSV or PNG, is skipped and logged, never parsed as
+Parquet). We read file by file rather than
 through one `pyarrow.dataset` so that a corrupt file can be named in the error, and so that files
 written by different rlv versions (more columns, say) are merged instead of cut to the first
 file's schema.
@@ -10,6 +12,7 @@ file's schema.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,8 +24,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rlv import columns as col
+from rlv.analysis.gaps import with_gaps
+from rlv.config import TrialConfig
 from rlv.errors import RlvError
-from rlv.store import open_store  # pyarrow only: no torch, no Ray
+from rlv.store.files import PARQUET, open_store  # pyarrow only: no torch, no Ray
+from rlv.store.identity import result_settings
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +103,9 @@ def _read_table(fs: pafs.FileSystem, table_root: str, sweep: str | None) -> pd.D
         rel = info.path[len(table_root) :].lstrip("/")
         if any(_is_hidden(part) for part in rel.split("/")):
             continue
+        if not rel.endswith(PARQUET):
+            logger.warning("ignoring %s: not a Parquet file (*%s)", info.path, PARQUET)
+            continue
         partitions = _partition_values(rel)
         # Compare decoded names: pyarrow URL-encodes partition values in folder names.
         if sweep is not None and partitions.get(col.SWEEP) != sweep:
@@ -151,12 +160,54 @@ def _dedupe(frame: pd.DataFrame, keys: list[str], what: str) -> pd.DataFrame:
     return frame
 
 
+def _setting_factors(trials: pd.DataFrame) -> list[str]:
+    """Columns of settings made factors (`latent_dim`, `lr`, ...) that some trial lists."""
+    if col.SWEEP_FACTORS not in trials:
+        return []
+    names = {n.strip() for text in trials[col.SWEEP_FACTORS].dropna().astype(str).unique()
+             for n in text.split(",")}
+    return sorted(n for n in names if n and n not in col.FACTORS and n not in (col.SEED, ""))
+
+
+def _fill_setting_levels(trials: pd.DataFrame) -> pd.DataFrame:
+    """A setting made a factor after some trials ran (a grown sweep: `model.latent_dim: [16, 32]`
+    after runs at the default 16) has no column in those trials' rows, which are never
+    rewritten: their level is the value they ran with, read from their `config` (data-set
+    defaults resolved, as the launch matched them)."""
+    factors = [f for f in _setting_factors(trials) if f in trials and trials[f].isna().any()]
+    if not factors or col.CONFIG not in trials:
+        return trials
+    out = trials.copy()
+    for index in out.index[out[factors].isna().any(axis=1)]:
+        text = out.at[index, col.CONFIG]
+        try:
+            flat = result_settings(TrialConfig.from_dict(json.loads(str(text))))
+        except (ValueError, TypeError, RlvError):  # a row without a usable config keeps its gap
+            continue
+        by_field = {path.rpartition(".")[2]: value for path, value in flat.items()}
+        for factor in factors:
+            if pd.isna(out.at[index, factor]) and by_field.get(factor) is not None:
+                out.at[index, factor] = by_field[factor]
+    for factor in factors:  # an integer setting read back as float because of the gaps
+        values = out[factor]
+        if values.notna().all() and pd.api.types.is_float_dtype(values) and \
+                (values == values.round()).all():
+            out[factor] = values.astype("int64")
+    return out
+
+
 def _attach_factors(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Copy factor columns that the epochs table lacks from the trials table (older stores)."""
-    missing = [f for f in col.FACTORS if f not in epochs and f in trials]
-    if not missing or epochs.empty:
-        return epochs
     keys = [col.SWEEP, col.TRIAL_ID]
+    if epochs.empty:
+        return epochs
+    # the trials' setting levels win: an epoch row written before the setting was a factor
+    # has none (see _fill_setting_levels)
+    settings = [f for f in _setting_factors(trials) if f in trials]
+    epochs = epochs.drop(columns=[f for f in settings if f in epochs])
+    missing = [f for f in col.FACTORS if f not in epochs and f in trials] + settings
+    if not missing:
+        return epochs
     return epochs.merge(trials[keys + missing], on=keys, how="left")
 
 
@@ -164,7 +215,9 @@ def load_store(store: str | os.PathLike[str], sweep: str | None = None) -> Resul
     """Load the trials and epochs tables of a store, all sweeps or one.
 
     Factor columns come back as ordered Categoricals (thesis order, only the levels present),
-    `sweep` as str. Raises RlvError for a missing store, a store without trials, an unknown
+    `sweep` as str, and the overfitting gaps derived from the train and test columns
+    (rlv/analysis/gaps.py: positive = the test set is worse, whatever sign the store holds).
+    Raises RlvError for a missing store, a store without trials, an unknown
     sweep (naming those that exist) or a corrupt Parquet file (naming it).
     """
     fs, root = open_store(store)
@@ -186,7 +239,8 @@ def load_store(store: str | os.PathLike[str], sweep: str | None = None) -> Resul
     if trials is None or trials.empty:
         where = f"sweep {sweep!r} of store" if sweep else "store"
         raise RlvError(f"no finished trials in {where} {os.fspath(store)}")
-    trials = _dedupe(categorize(trials), [col.SWEEP, col.TRIAL_ID], "trials")
+    trials = _dedupe(with_gaps(categorize(_fill_setting_levels(trials))), [col.SWEEP, col.TRIAL_ID],
+                     "trials")
 
     epochs = _read_table(fs, f"{root}/{col.EPOCHS_TABLE}", sweep)
     if epochs is None:
@@ -232,5 +286,6 @@ def _read_file(fs: pafs.FileSystem, root: str, relpath: str) -> bytes:
 
 
 def trials_of(data: Results | pd.DataFrame) -> pd.DataFrame:
-    """The trials DataFrame of a Results, or the DataFrame itself (the analysis takes either)."""
-    return data.trials if isinstance(data, Results) else data
+    """The trials DataFrame of a Results, or the DataFrame itself with its gaps derived
+    (`gaps.with_gaps`; load_store has done so already). The analysis takes either."""
+    return data.trials if isinstance(data, Results) else with_gaps(data)

@@ -1,6 +1,8 @@
 """Post hoc comparisons between factor levels, the thesis's ordering strings, residual checks.
 
-Tukey HSD between encoder levels at alpha = 0.01. SPSS's GLM post hoc tests (what the thesis ran)
+Tukey HSD between the levels of every factor of each model (encoder, layer, prior, and whatever
+else a sweep varies) at alpha = 0.01; each pair's mean difference comes with its simultaneous
+(1 - alpha) Tukey interval (`lower`, `upper`, `confidence`). SPSS's GLM post hoc tests (what the thesis ran)
 use the model's error term: its mean square error and residual df. statsmodels'
 `pairwise_tukeyhsd` uses a one-way error term instead, which in the factorial models would count
 the prior's large effect on the negative ELBO as noise. So we compute the Tukey-Kramer test from
@@ -16,7 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -24,11 +26,11 @@ import pandas as pd
 from scipy import stats
 
 from rlv import columns as col
-from rlv.analysis.anova import ALPHA, Fits, MetricFit, fits_of
+from rlv.analysis.anova import ALPHA, Fits, MetricFit, fits_of, model_fits
 
 POSTHOC_COLUMNS: Final = (
     "dataset", "metric", "factor", "group1", "group2", "mean1", "mean2", "meandiff",
-    "lower", "upper", "p_adj", "reject", "error_df",
+    "lower", "upper", "confidence", "p_adj", "reject", "error_df",
 )  # fmt: skip
 
 
@@ -49,7 +51,8 @@ def _level_stats(fit: MetricFit, factor: str) -> tuple[list[str], np.ndarray, np
 def tukey_hsd(fit: MetricFit, factor: str = col.ENCODER, alpha: float = ALPHA) -> pd.DataFrame:
     """All pairs of `factor`'s levels for one fitted model: meandiff = mean2 - mean1.
 
-    Tukey-Kramer with the model's error term (MSE and residual df, `error_df`), as SPSS's GLM.
+    Tukey-Kramer with the model's error term (MSE and residual df, `error_df`), as SPSS's GLM;
+    `lower`..`upper` is the pair's simultaneous (1 - alpha) interval for meandiff.
     """
     if factor not in fit.factors:
         return pd.DataFrame(columns=list(POSTHOC_COLUMNS))
@@ -78,6 +81,7 @@ def tukey_hsd(fit: MetricFit, factor: str = col.ENCODER, alpha: float = ALPHA) -
                 "meandiff": diff,
                 "lower": diff - q_crit * se,
                 "upper": diff + q_crit * se,
+                "confidence": 1.0 - alpha,
                 "p_adj": p_adj,
                 "reject": bool(p_adj < alpha) if np.isfinite(p_adj) else False,
                 "error_df": df,
@@ -89,14 +93,19 @@ def tukey_hsd(fit: MetricFit, factor: str = col.ENCODER, alpha: float = ALPHA) -
 def posthoc_table(
     data: Fits,
     metrics: tuple[str, ...] | list[str] | None = None,
-    factor: str = col.ENCODER,
+    factor: str | Sequence[str] | None = None,
     alpha: float = ALPHA,
 ) -> pd.DataFrame:
-    """Tukey HSD between the levels of `factor` per dataset and metric (tidy: one row a pair).
+    """Tukey HSD between the levels of `factor` (a name, several, or None: every factor of each
+    model) per dataset and metric (tidy: one row a pair).
 
-    `data`: results (fitted here) or the fits of `fit_models`.
+    `data`: results (fitted here) or the fits of `fit_models` (blocked variants are skipped:
+    the post hoc tests are the thesis models').
     """
-    frames = [tukey_hsd(fit, factor, alpha) for fit in fits_of(data, metrics)]
+    frames = []
+    for fit in model_fits(fits_of(data, metrics)):
+        factors = fit.factors if factor is None else (factor,) if isinstance(factor, str) else factor
+        frames += [tukey_hsd(fit, f, alpha) for f in factors]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=list(POSTHOC_COLUMNS))
@@ -187,7 +196,7 @@ def residual_checks(
     `data`: results (fitted here) or the fits of `fit_models`.
     """
     rows = []
-    for fit in fits_of(data, metrics):
+    for fit in model_fits(fits_of(data, metrics)):
         cells = _cells(fit)
         resid = np.asarray(fit.result.resid, dtype=float)
         with warnings.catch_warnings():

@@ -1,8 +1,11 @@
 """`write_report`: the whole analysis of a store as files, for `rlv analyze` and for sharing.
 
-Writes into `out`: report.md, a self-contained report.html, anova.csv (the tidy ANOVA table),
-posthoc.csv, orderings.csv, checks.csv, thesis_comparison.csv, tables/*.csv, plots/*.png and
-images/ (the trials' own PNGs, per cell the first seed's). Prints nothing; logs progress.
+Writes into `out`: report.md, a self-contained report.html, anova.csv (the tidy ANOVA table, with
+each model's seed-blocked variant), posthoc.csv (every pair with its Tukey interval),
+orderings.csv (encoder, layer, prior, ... against the thesis's), checks.csv, planning.csv,
+thesis_comparison.csv, tables/*.csv, plots/*.png and images/ (the trials' own PNGs, per cell the
+first seed's). Prints nothing; logs progress. `out` must be a folder (created if missing) outside
+the store: a report written into a store would sit among its data.
 """
 
 from __future__ import annotations
@@ -16,14 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 from matplotlib.figure import Figure
 
 import rlv
 from rlv import columns as col
-from rlv.analysis.anova import anova_table, fit_models
+from rlv.analysis.anova import ALPHA, anova_table, fit_models, model_fits
 from rlv.analysis.design import DEFAULT_METRICS
+from rlv.analysis.effects import CI_LEVEL
 from rlv.analysis.labels import metric_label, present_datasets, present_levels
 from rlv.analysis.load import Results, load_store, require_one_sweep_per_dataset
+from rlv.analysis.plan import POWER, planning_table
 from rlv.analysis.plots import image_cells, interaction_plot, learning_curves
 from rlv.analysis.posthoc import ordering_table, posthoc_table, residual_checks
 from rlv.analysis.render import (
@@ -39,6 +45,7 @@ from rlv.analysis.render import (
 from rlv.analysis.tables import available_metrics, cell_tables, select_dataset
 from rlv.analysis.thesis import compare_orderings, thesis_comparison
 from rlv.errors import RlvError
+from rlv.store.files import open_store
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,7 @@ class ReportPaths:
     posthoc: Path
     orderings: Path
     checks: Path
+    planning: Path
     comparison: Path
     tables: tuple[Path, ...]
     plots: tuple[Path, ...]
@@ -80,8 +88,17 @@ def _p(value: float) -> str:
     return "< .001" if value < 0.001 else f"{value:.3f}"
 
 
+def _eta(value: float, low: float, high: float) -> str:
+    if not np.isfinite(value):
+        return ""
+    interval = f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) and np.isfinite(high) else ""
+    return f"{value:.3f}{interval}"
+
+
 def _anova_display(anova: pd.DataFrame) -> pd.DataFrame:
-    """The thesis's reporting: F(df, resid df) = value, p, partial eta squared, flags."""
+    """The thesis's reporting: F(df, resid df) = value, p, partial eta squared [95% CI] (the
+    interval's level is effects.CI_LEVEL, not the tests' alpha = 0.01), flags;
+    a blocked model's rows say how much residual variance the block removes."""
     return pd.DataFrame(
         {
             "metric": anova["metric"],
@@ -92,8 +109,16 @@ def _anova_display(anova: pd.DataFrame) -> pd.DataFrame:
                 for d, r, f in zip(anova["df"], anova["resid_df"], anova["F"], strict=True)
             ],
             "p": [_p(p) for p in anova["p"]],
-            "partial eta sq": [
-                f"{e:.3f}" if np.isfinite(e) else "" for e in anova["partial_eta_sq"]
+            f"partial eta sq [{CI_LEVEL:.0%} CI]": [
+                _eta(e, lo, hi)
+                for e, lo, hi in zip(
+                    anova["partial_eta_sq"], anova["eta_sq_lower"], anova["eta_sq_upper"],
+                    strict=True,
+                )
+            ],
+            "block removes": [
+                f"{v:.1%} of residual variance" if np.isfinite(v) else ""
+                for v in anova["block_removes"]
             ],
             "n": anova["n"],
             "note": anova["note"],
@@ -120,10 +145,11 @@ def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, P
         anova = anova_table(fits)
         posthoc = posthoc_table(fits)
         checks = residual_checks(fits)
+        planning = planning_table(model_fits(fits))
     except RlvError as exc:  # e.g. no metric has values yet: the report still shows the rest
         logger.warning("no statistics: %s", exc)
         blocks.append(Para(f"No statistics: {exc}"))
-        anova, posthoc, checks = pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+        anova, posthoc, checks, planning = (pd.DataFrame() for _ in range(4))
     orderings = compare_orderings(ordering_table(posthoc)) if not posthoc.empty else pd.DataFrame()
     comparison = thesis_comparison(results)
     frames = {
@@ -131,18 +157,65 @@ def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, P
         "posthoc": posthoc,
         "orderings": orderings,
         "checks": checks,
+        "planning": planning,
         "thesis_comparison": comparison,
     }
     paths = {name: out / f"{name}.csv" for name in frames}
     for name, frame in frames.items():
         frame.to_csv(paths[name], index=False)
     for dataset in sorted(set(anova["dataset"])) if not anova.empty else []:
-        blocks.append(Heading(f"ANOVA ({dataset}, Type III, alpha = 0.01)", 2))
+        blocks.append(Heading(f"ANOVA ({dataset}, Type III, alpha = {ALPHA:g})", 2))
+        blocks.append(
+            Para(
+                "Each model is followed by its seed-blocked variant (+ seed (block)): a seed's "
+                "split and frozen initialisation are shared by every cell. Partial eta squared "
+                f"with its {CI_LEVEL:.0%} interval (noncentral F inverted; the F tests are at "
+                f"alpha = {ALPHA:g}). Overfitting gaps are positive "
+                "when the test set is worse (test - train; RT: train - test)."
+            )
+        )
         blocks.append(Table(_anova_display(anova[anova["dataset"] == dataset])))
     if not orderings.empty:
-        blocks.append(Heading("Post hoc orderings (Tukey HSD, alpha = 0.01)", 2))
-        blocks.append(Para("Ascending means; '&' joins levels that do not differ significantly."))
+        blocks.append(Heading(f"Post hoc orderings (Tukey HSD, alpha = {ALPHA:g})", 2))
+        blocks.append(
+            Para(
+                "Ascending means; '&' joins levels that do not differ significantly; the "
+                "thesis's ordering beside ours where it states one, compared on the levels "
+                "both have (compared_levels; left_out_levels: a level only one side has)."
+            )
+        )
         blocks.append(Table(orderings))
+    if not posthoc.empty:
+        tukey_level = f"{1 - ALPHA:.0%}"
+        blocks.append(
+            Heading(
+                f"Post hoc pairs (mean difference, simultaneous {tukey_level} Tukey interval)", 2
+            )
+        )
+        shown = posthoc.assign(
+            pair=posthoc["group2"] + " - " + posthoc["group1"],
+            **{f"{tukey_level} interval": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(
+                posthoc["lower"], posthoc["upper"], strict=True)]},
+            p=[_p(v) for v in posthoc["p_adj"]],
+        )[["dataset", "metric", "factor", "pair", "meandiff", f"{tukey_level} interval",
+           "confidence", "p"]]  # fmt: skip
+        blocks.append(Table(_fmt(shown, 3)))
+    if not planning.empty:
+        blocks.append(Heading("Planning: seeds per cell for a follow-up", 2))
+        blocks.append(
+            Para(
+                f"Seeds per cell for power {POWER:g} at alpha {ALPHA:g} to detect a difference "
+                "of half and of one residual sd of the metric (delta_sd 0.5, 1; delta in the "
+                "metric's units) between two encoders, others at the grand mean: Cohen's "
+                "f = delta / (sigma sqrt(2a)), sigma the model's residual sd. The deltas are "
+                "fixed beforehand, not taken from the data: current_power is the power these "
+                "seeds have for such a difference. "
+                "Other deltas: rlv plan STORE --metric M --factor F --delta D."
+            )
+        )
+        cols = ["dataset", "metric", "factor", "delta_sd", "delta", "sigma", "f", "current_seeds",
+                "current_power", "seeds_per_cell", "trials_needed"]  # fmt: skip
+        blocks.append(Table(_fmt(planning[cols], 3)))
     if not checks.empty:
         blocks.append(Heading("Assumption checks", 2))
         blocks.append(Para("Levene (mean-centred) across cells; Shapiro-Wilk on model residuals."))
@@ -222,13 +295,30 @@ def _images(results: Results, out: Path, blocks: list[Block]) -> list[Path]:
     return paths
 
 
+def _check_out(store: str | os.PathLike[str], out: Path) -> None:
+    """RlvError (before anything is written) for an `out` that is a file, sits under a file,
+    or lies inside a local store."""
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise RlvError(f"--out {out}: {path} is a file, not a folder; name a folder")
+    fs, root = open_store(store)
+    if isinstance(fs, pafs.LocalFileSystem):
+        root_path, target = Path(root).resolve(), out.resolve()
+        if target == root_path or root_path in target.parents:
+            raise RlvError(
+                f"--out {out} is inside the store {os.fspath(store)}: "
+                "write the report to a folder outside the store"
+            )
+
+
 def write_report(
     store: str | os.PathLike[str], out: str | os.PathLike[str], sweep: str | None = None
 ) -> ReportPaths:
     """Analyse a store (one sweep, or all when each data set has one) and write the report files."""
+    out_dir = Path(out)
+    _check_out(store, out_dir)
     results = load_store(store, sweep)
     require_one_sweep_per_dataset(results)  # passes when `sweep` names one
-    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = results.trials
     counts = (
@@ -265,6 +355,7 @@ def write_report(
         posthoc=csvs["posthoc"],
         orderings=csvs["orderings"],
         checks=csvs["checks"],
+        planning=csvs["planning"],
         comparison=csvs["thesis_comparison"],
         tables=tuple(tables),
         plots=tuple(plots),

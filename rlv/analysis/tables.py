@@ -6,8 +6,9 @@
 - `count_table`: trials per cell (the thesis has 5 everywhere; a running or failed sweep may not).
 
 A factor with more than one level that the thesis's layout has no place for gets a row level of
-its own: `objective` (innermost, so a cell's two objectives sit next to each other) and `dataset`
-(outermost). Std is the sample standard deviation (ddof = 1), as SPSS reports it.
+its own: `objective` (innermost, so a cell's two objectives sit next to each other), `dataset`
+(outermost) and any other factor a sweep varies (`latent_dim`, `init`, ...; after prior, in the
+sweep's order). Std is the sample standard deviation (ddof = 1), as SPSS reports it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from rlv import columns as col
+from rlv.analysis.design import DESIGN_FACTORS, sweep_factors
 from rlv.analysis.labels import THESIS_TABLE_METRICS, present_datasets, present_levels
 from rlv.analysis.load import Results, trials_of
 from rlv.errors import RlvError
@@ -63,11 +65,17 @@ def require_metric(trials: pd.DataFrame, metric: str) -> None:
 
 
 def row_levels(trials: pd.DataFrame) -> list[str]:
-    """Row index levels of the thesis layout, plus dataset/objective when they vary."""
+    """Row index levels of the thesis layout, plus dataset, objective and any other factor of
+    the sweep when they vary."""
     levels = []
     if col.DATASET in trials and trials[col.DATASET].nunique() > 1:
         levels.append(col.DATASET)
     levels += [f for f in (col.LAYER, col.PRIOR) if f in trials]
+    levels += [
+        f
+        for f in sweep_factors(trials)
+        if f not in DESIGN_FACTORS and f != col.DATASET and trials[f].nunique() > 1
+    ]
     if col.OBJECTIVE in trials and trials[col.OBJECTIVE].nunique() > 1:
         levels.append(col.OBJECTIVE)
     return levels

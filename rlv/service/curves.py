@@ -1,0 +1,168 @@
+"""Live learning curves: TensorBoard event files, one run per trial, written by the driver.
+
+    STORE/tensorboard/SWEEP/TRIAL_ID/events.out.tfevents.*      tensorboard --logdir STORE/tensorboard/SWEEP
+
+Why a driver-side callback with tensorboardX's SummaryWriter, and not Tune's TBXLoggerCallback
+nor torch's SummaryWriter in the trial:
+- trials never write the store (ARCHITECTURE.md); the epoch metrics reach the driver anyway;
+- Tune's logger writes into Tune's per-experiment trial folders, which change when a sweep is
+  launched again (each launch may be a new experiment), and names every tag after Tune's result
+  keys; here a trial's run is STORE/tensorboard/SWEEP/TRIAL_ID whatever launch ran it, and the
+  tags are stable names built from rlv/columns.py;
+- tensorboardX is already installed with ray[tune] and needs neither TensorBoard nor torch to
+  write (torch.utils.tensorboard imports TensorBoard itself); TensorBoard is only the viewer.
+A trial that is retried or resumed from a checkpoint at epoch k opens its writer again with
+`purge_step=k`: TensorBoard then hides the points of the epochs that were run again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from tensorboardX import SummaryWriter
+
+from rlv import columns as col
+from rlv.service.trainable import EPOCH_KEY, ROW_KEY
+from rlv.store.files import open_store, write_bytes
+
+CURVES_DIR = "tensorboard"  # STORE/tensorboard/SWEEP/TRIAL_ID
+SYNC_S = 30.0  # a remote store gets the event files this often (and when a trial ends)
+
+# tag -> column: per epoch (step = epoch) and once at the end (step = the last epoch)
+EPOCH_TAGS = {
+    "train/neg_elbo": col.TRAIN_NEG_ELBO,
+    "train/re": col.TRAIN_RE,
+    "train/rt": col.TRAIN_RT,
+    "train/flow_logdet": col.FLOW_LOGDET,
+    "train/epoch_time_s": col.EPOCH_TIME_S,
+}
+FINAL_TAGS = {
+    "test/neg_elbo": col.TEST_NEG_ELBO,
+    "test/re": col.TEST_RE,
+    "test/rt": col.TEST_RT,
+    "test/rt_elbo": col.TEST_RT_ELBO,
+    "test/flow_logdet": col.FLOW_LOGDET,
+    "test/fid": col.FID,
+}
+
+
+def curves_location(store: str, sweep: str) -> str:
+    """The sweep's TensorBoard log folder (a path, or a URI for a remote store)."""
+    return f"{store.rstrip('/')}/{CURVES_DIR}/{sweep}"
+
+
+def tensorboard_command(store: str, sweep: str) -> str:
+    """The line `rlv launch` prints: how to watch the sweep's curves."""
+    location = curves_location(store, sweep)
+    if "://" not in location:
+        location = os.path.abspath(os.path.expanduser(location))
+    return f"tensorboard --logdir {location} --host 127.0.0.1"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return None if col.is_nan(value) else value  # NaN (FID skipped): no point
+
+
+class CurvesCallback(Callback):
+    """Writes each trial's epoch metrics, and its test metrics and FID at the end."""
+
+    def __init__(self, store: str, sweep: str) -> None:
+        self.store = store
+        self.sweep = sweep
+        self._writers: dict[str, SummaryWriter] = {}
+        fs, root = open_store(store)
+        self._remote = None if "://" not in store else (fs, f"{root}/{CURVES_DIR}/{sweep}")
+        # a remote store's event files are written here first, then copied whole
+        self._local = (f"{root}/{CURVES_DIR}/{sweep}" if self._remote is None
+                       else tempfile.mkdtemp(prefix=f"rlv-curves-{sweep}-"))
+        self._synced = 0.0
+        # trials whose event files changed since the last copy to a remote store: a sync sends
+        # only those, so its cost follows the running trials, not the size of the sweep
+        self._dirty: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
+        return {"store": self.store, "sweep": self.sweep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["store"], state["sweep"])  # type: ignore[misc]
+
+    def _writer(self, trial_id: str, epoch: int) -> SummaryWriter:
+        writer = self._writers.get(trial_id)
+        if writer is None:
+            # first result since this trial (re)started at `epoch`: hide later points of earlier runs
+            # a file of its own per attempt, in creation order even within one second:
+            # TensorBoard reads a run's files in name order, and tensorboardX names them by second
+            writer = SummaryWriter(os.path.join(self._local, trial_id), purge_step=epoch,
+                                   flush_secs=10, filename_suffix=f".{time.time_ns()}")
+            self._writers[trial_id] = writer
+        self._dirty.add(trial_id)
+        return writer
+
+    def _close(self, trial_id: str) -> None:
+        writer = self._writers.pop(trial_id, None)
+        if writer is not None:
+            writer.close()  # writes what was still queued: the run changed since the last copy
+            self._dirty.add(trial_id)
+            self._sync(force=True)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict[str, Any], **info: Any) -> None:
+        row = result.get(EPOCH_KEY)
+        if row:
+            step = int(row[col.EPOCH])
+            writer = self._writer(str(row[col.TRIAL_ID]), step)
+            for tag, column in EPOCH_TAGS.items():
+                value = _number(row.get(column))
+                if value is not None:
+                    writer.add_scalar(tag, value, step)
+            writer.flush()  # an epoch takes seconds or more: show it now
+            self._sync()
+        final = result.get(ROW_KEY)
+        if final:
+            trial_id, step = str(final[col.TRIAL_ID]), int(final[col.EPOCHS])
+            writer = self._writer(trial_id, step)
+            for tag, column in FINAL_TAGS.items():
+                value = _number(final.get(column))
+                if value is not None:
+                    writer.add_scalar(tag, value, step)
+            self._close(trial_id)
+
+    def _trial_failed(self, trial: Trial) -> None:
+        # the retry resumes from a checkpoint: its first result reopens the run with purge_step
+        self._close(str(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
+        self._trial_failed(trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
+        self._trial_failed(trial)
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        for trial_id in list(self._writers):
+            self._close(trial_id)
+        self._sync(force=True)
+
+    def _sync(self, force: bool = False) -> None:
+        """Copy the local event files to a remote store (whole files: object stores cannot append)."""
+        if self._remote is None or (not force and time.monotonic() - self._synced < SYNC_S):
+            return
+        for writer in self._writers.values():
+            writer.flush()
+        fs, target = self._remote
+        for trial_id in sorted(self._dirty):
+            folder = os.path.join(self._local, trial_id)
+            for name in sorted(os.listdir(folder)):
+                with open(os.path.join(folder, name), "rb") as f:
+                    write_bytes(fs, f"{target}/{trial_id}/{name}", f.read())
+        self._dirty.clear()
+        self._synced = time.monotonic()

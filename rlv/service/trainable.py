@@ -1,0 +1,101 @@
+"""The Ray Tune function trainable: one grid point of a sweep, as a trial.
+
+Checkpoints live in the store (rlv/store/checkpoints.py), which every node reads: a trial loads
+STORE/_checkpoints/SWEEP/TRIAL_ID/state.pt when it starts (the first try, a Tune retry, or a
+later launch, on whichever node) and replaces it every `checkpoint_every` epochs and after the
+last one (TrainConfig.checkpoint_due), before it reports those epochs as `committed`: the driver's
+store writer then knows they will never be re-run. After the last epoch it also writes model.pt,
+the trained weights alone (unless the sweep says keep_model: false). The final report carries the
+trial's row and its PNG images (base64, so that they reach the driver whichever node ran the
+trial). Checkpoints are the one thing trials write in the store; its tables are the driver's.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from typing import Any
+
+import torch
+from ray import tune
+
+from rlv import columns as col
+from rlv.config import TrialConfig
+from rlv.service.placement import node_columns
+from rlv.store.checkpoints import MODEL_FILE, STATE_FILE, trial_dir
+from rlv.store.files import open_store, read_optional, write_bytes
+from rlv.sweep.spec import TRIAL_KEY
+from rlv.trial.loop import EpochMetrics, Trainer
+from rlv.trial.run import epoch_row, run_trial
+
+ROW_KEY, IMAGES_KEY, EPOCH_KEY, COMMITTED_KEY = "rlv_row", "rlv_images", "rlv_epoch", "committed"
+HISTORY_KEY = "rlv_history"  # a resumed trial's epoch rows so far (the driver skips known ones)
+
+
+def _threads() -> None:
+    """Use as many threads as CPUs Ray gave the trial (Ray sets OMP_NUM_THREADS to that)."""
+    wanted = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if wanted > 0 and torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+
+
+def trial_config(config: dict[str, Any]) -> TrialConfig:
+    """The TrialConfig Tune passes a trial, as the plain dict the driver resolved."""
+    return TrialConfig.from_dict(config[TRIAL_KEY])
+
+
+def trial_name(trial: Any) -> str:
+    """Tune's trial name (and folder): the trial id, e.g. NL-conv-flow6-s3."""
+    return str(trial.config[TRIAL_KEY]["trial_id"])
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def run_sweep_trial(config: dict[str, Any], store: str = "", keep_model: bool = True) -> None:
+    """Tune calls this with the trial's resolved config (one plain dict, built by the driver);
+    `store` and `keep_model` come with the run (tune.with_parameters), not in the config."""
+    _threads()
+    cfg = trial_config(config)
+    fs, root = open_store(store)
+    folder = trial_dir(root, cfg.sweep, cfg.name)
+    state_path, model_path = f"{folder}/{STATE_FILE}", f"{folder}/{MODEL_FILE}"
+
+    resume = None
+    saved = read_optional(fs, state_path)
+    if saved is not None:
+        resume = torch.load(io.BytesIO(saved), map_location="cpu", weights_only=False)
+        # the epochs this checkpoint covers are committed, whether or not the driver that got
+        # their commit report lived to write them: send them again (it writes the missing ones)
+        history = [epoch_row(cfg, EpochMetrics(**m)) for m in resume["history"]]
+        if history:
+            tune.report({HISTORY_KEY: history, COMMITTED_KEY: True,
+                         col.EPOCH: history[-1][col.EPOCH],
+                         col.TRAIN_NEG_ELBO: history[-1][col.TRAIN_NEG_ELBO]})
+
+    def on_epoch(m: EpochMetrics, trainer: Trainer) -> None:
+        metrics = {EPOCH_KEY: {**epoch_row(cfg, m), **node_columns()}, COMMITTED_KEY: False,
+                   col.EPOCH: m.epoch, col.TRAIN_NEG_ELBO: m.train_neg_elbo}
+        if cfg.train.checkpoint_due(m.epoch):
+            write_bytes(fs, state_path, _torch_bytes(trainer.state_dict()))
+            metrics[COMMITTED_KEY] = True
+        if m.epoch == cfg.train.epochs and keep_model:
+            # the trained model alone: what a notebook loads (rlv/trial/saved.py)
+            write_bytes(fs, model_path, _torch_bytes(trainer.model.state_dict()))
+        tune.report(metrics)
+
+    result = run_trial(cfg, resume=resume, on_epoch=on_epoch)
+    images = {k: base64.b64encode(v).decode("ascii") for k, v in result.images.by_column().items()}
+    # the final report commits every epoch: the trial is done and will not be re-run
+    tune.report({ROW_KEY: {**result.row, **node_columns()}, IMAGES_KEY: images,
+                 COMMITTED_KEY: True,
+                 col.EPOCH: cfg.train.epochs,
+                 col.TRAIN_NEG_ELBO: result.epochs[-1].train_neg_elbo})
+
+
+def decode_images(encoded: dict[str, str]) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in encoded.items()}

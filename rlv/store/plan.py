@@ -1,0 +1,177 @@
+"""A sweep's grid matched against the store: which trials are done, and which a launch runs.
+
+The store is the sweep's truth. A grid trial is done when a row with its content key (not its
+name: rlv/store/identity.py) is in the store; every other grid trial runs, under the id it had
+if it started before (so it finds its checkpoint and its rows keep one id), else under its grid
+name. A sweep file may grow (seeds, levels, a setting made a factor); a change that would make
+finished trials disagree with new ones is refused here, before anything runs.
+
+Cost: one listing of the sweep's trial files and one manifest read; cells are keyed once, trials
+as CELL-sSEED strings, and TrialConfigs are built only for the trials that run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from rlv import columns as col
+from rlv.config import TrialConfig
+from rlv.errors import RlvError
+from rlv.store.checkpoints import STATE_FILE, checkpoint_files
+from rlv.store.files import finished_trials, first_line, open_store, trial_rows
+from rlv.store.identity import cell_key, result_settings, stored_config_key, trial_key
+from rlv.store.manifest import Manifest, read_manifest
+from rlv.sweep import spec as sweep_spec
+from rlv.sweep.spec import SweepSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A grid trial that has no row in the store yet."""
+
+    cell: int  # index into SweepPlan.cells
+    seed: int
+    key: str
+    trial_id: str | None  # the id it ran under before (it may have a checkpoint), else None
+
+
+@dataclass
+class SweepPlan:
+    spec: SweepSpec
+    store: str
+    manifest: Manifest  # what the store will say once this plan is launched
+    cells: list[dict[str, Any]]
+    cell_configs: list[TrialConfig]  # one per cell, with the first seed
+    cell_keys: list[str]  # one per cell: its content key (a trial's is CELL-sSEED)
+    done: dict[str, str] = field(default_factory=dict)  # key -> stored trial id (grid trials)
+    to_run: list[Planned] = field(default_factory=list)
+    outside: int = 0  # stored trials of the sweep that the grid no longer holds (kept as they are)
+    checkpoints: dict[str, set[str]] = field(default_factory=dict)  # trial id -> its files
+
+    @property
+    def total(self) -> int:
+        return len(self.done) + len(self.to_run)
+
+    def resumable(self) -> int:
+        """Trials to run that start from a checkpoint."""
+        return sum(1 for p in self.to_run
+                   if p.trial_id and STATE_FILE in self.checkpoints.get(p.trial_id, ()))
+
+    def to_run_names(self) -> set[str]:
+        """The ids the trials to run go by: the stored id where one ran before, else the name
+        the grid gives it (what a driver's status file lists). No manifest is written."""
+        # a grid name is its cell's name with the seed swapped: building and validating a
+        # TrialConfig per trial made `rlv check` of a 100,000-trial grid take ~40 s
+        stems = [c.name.removesuffix(f"-s{c.seed}") for c in self.cell_configs]
+        return {p.trial_id or f"{stems[p.cell]}-s{p.seed}" for p in self.to_run}
+
+    def trial_configs(self) -> list[TrialConfig]:
+        """The TrialConfigs of the trials to run (the stored id where a trial ran before); adds
+        the new ones to the manifest."""
+        trials, taken = [], self.manifest.trials
+        for p in self.to_run:
+            cfg = self.spec.trial_config({**self.cells[p.cell], "seed": p.seed})
+            if p.trial_id is not None:
+                cfg = dataclasses.replace(cfg, trial_id=p.trial_id)
+            elif taken.get(cfg.name, p.key) != p.key:
+                raise RlvError(f"trial id {cfg.name!r} is taken in store {self.store} by a trial "
+                               f"of sweep {self.spec.name!r} with other settings; give the "
+                               "changed sweep another name, or use another --store")
+            taken[cfg.name] = p.key
+            trials.append(cfg)
+        return trials
+
+
+def factor_paths(spec: SweepSpec, settings: list[dict[str, Any]]) -> set[str]:
+    """The settings a sweep varies by design: its factors' settings, and whatever differs
+    between its cells."""
+    named = getattr(sweep_spec, "FACTOR_SETTINGS", {})
+    paths = {".".join(named[f]) if f in named else f for f in spec.factors}
+    first = settings[0]
+    paths.update(p for s in settings[1:] for p, v in s.items() if first.get(p) != v)
+    return paths
+
+
+def check_compatible(spec: SweepSpec, store: str, manifest: Manifest, common: dict[str, Any],
+                     varying: set[str]) -> None:
+    """Refuse a fixed setting that differs from the one the sweep's trials ran with."""
+    skip = varying | set(manifest.factor_paths)
+    for path in sorted((common.keys() & manifest.settings.keys()) - skip):
+        old, new = manifest.settings[path], common[path]
+        if old != new:
+            raise RlvError(f"sweep {spec.name!r} in store {store} ran its trials with {path} = "
+                           f"{old!r}, the sweep file now says {new!r}: finished trials would "
+                           "disagree with new ones. Put the setting back, or start a new sweep "
+                           "(another name, or another --store)")
+
+
+def _stored_keys(store: str, sweep: str, ids: set[str]) -> dict[str, str]:
+    """Keys of stored trials the manifest does not know (a store written before rlv kept one),
+    from the `config` column of their rows."""
+    where = f"a row of sweep {sweep!r} in store {store}"
+    return {str(r[col.TRIAL_ID]): stored_config_key(str(r[col.CONFIG]), where)
+            for r in trial_rows(store, sweep, ids, [col.CONFIG])}
+
+
+def require_store(store: str) -> None:
+    """RlvError unless the store exists (a mistyped store is not a sweep with nothing done)."""
+    fs, root = open_store(store)
+    try:
+        missing = fs.get_file_info(root).type == pafs.FileType.NotFound
+    except OSError as exc:
+        raise RlvError(f"cannot open store {store}: {first_line(exc)}") from None
+    if missing:
+        raise RlvError(f"store {store} does not exist (nothing was launched into it); check the "
+                       "path, or give the sweep's store with --store")
+
+
+def plan_sweep(spec: SweepSpec, store: str) -> SweepPlan:
+    """Match the grid of `spec` against the store (refusing incompatible settings)."""
+    manifest = read_manifest(store, spec.name)
+    cells = spec.cells()
+    cell_configs = [spec.trial_config({**cell, "seed": spec.seeds[0]}) for cell in cells]
+    settings = [result_settings(cfg) for cfg in cell_configs]
+    varying = factor_paths(spec, settings)
+    common = {p: v for p, v in settings[0].items() if p not in varying}
+    if manifest is not None:
+        check_compatible(spec, store, manifest, common, varying)
+        known = dict(manifest.trials)
+        manifest = dataclasses.replace(manifest, spec=spec.to_dict(), settings=common,
+                                       factor_paths=sorted(varying | set(manifest.factor_paths)),
+                                       trials=known, launches=list(manifest.launches))
+    else:
+        manifest = Manifest(spec.name, spec.to_dict(), common, sorted(varying))
+    stored = finished_trials(store, spec.name)
+    unknown = stored - manifest.trials.keys()
+    if unknown:
+        manifest.trials.update(_stored_keys(store, spec.name, unknown))
+        # a file whose name is no trial id of its rows (written by another tool): not matched
+        foreign = sorted(stored - manifest.trials.keys())
+        if foreign:
+            log.warning("store %s, sweep %s: %d trial files name no trial rlv can match "
+                        "(e.g. %s); they are not counted", store, spec.name, len(foreign),
+                        foreign[0])
+            stored -= set(foreign)
+    id_of = {key: trial_id for trial_id, key in manifest.trials.items()}
+    id_of.update({manifest.trials[trial_id]: trial_id for trial_id in stored})  # rows win
+    stored_keys = {manifest.trials[trial_id] for trial_id in stored}
+    plan = SweepPlan(spec, store, manifest, cells, cell_configs,
+                     [cell_key(s) for s in settings], checkpoints=checkpoint_files(store, spec.name))
+    in_grid = 0
+    for index, cell in enumerate(plan.cell_keys):
+        for seed in spec.seeds:
+            key = trial_key(cell, seed)
+            if key in stored_keys:
+                plan.done[key] = id_of[key]
+                in_grid += 1
+            else:
+                plan.to_run.append(Planned(index, seed, key, id_of.get(key)))
+    plan.outside = len(stored) - in_grid
+    return plan
