@@ -10,6 +10,7 @@ import itertools
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -48,19 +49,36 @@ def synthetic_trials(
     noise: float = 1.0,
     rng_seed: int = 0,
     sweep_dir: str = "test",
+    extra: tuple[str, Mapping[Any, float]] | None = None,
+    factors: str | None = None,
+    seed_effect: Mapping[int, float] | None = None,
+    prior_effect: Mapping[str, float] = PRIOR_EFFECT,
 ) -> pd.DataFrame:
-    """One row per trial with every column of the store's trials table (no `sweep`: partition)."""
+    """One row per trial with every column of the store's trials table (no `sweep`: partition).
+
+    `extra`: a setting made a factor, (column, {level: planted effect}), e.g. ("latent_dim",
+    {8: 0.0, 16: 2.0}); it gets its own column and joins the `factors` column, which `factors`
+    sets explicitly (None and no extra: no `factors` column, as older stores). `seed_effect`:
+    a planted block effect per seed, added to every metric. `prior_effect`: the planted prior
+    effects (priors beyond the thesis's, mog or vamp, need one here).
+    """
     rng = np.random.default_rng(rng_seed)
     rows = []
-    grid = itertools.product(objectives, layers, priors, encoders, seeds)
-    for objective, layer, prior, encoder, seed in grid:
+    extra_name, extra_effect = extra if extra is not None else ("", {None: 0.0})
+    if extra is not None and factors is None:
+        factors = f"{col.ENCODER},{col.LAYER},{col.PRIOR},{extra_name}"
+    grid = itertools.product(objectives, layers, priors, encoders, extra_effect, seeds)
+    for objective, layer, prior, encoder, level, seed in grid:
         effect = (
             encoder_effect[encoder]
             + LAYER_EFFECT[layer]
-            + PRIOR_EFFECT[prior]
+            + prior_effect[prior]
             + OBJECTIVE_EFFECT[objective]
+            + extra_effect[level]
+            + (seed_effect or {}).get(seed, 0.0)
         )
-        trial_id = f"{dataset}-{encoder}-{layer}-{prior}-{objective}-s{seed}"
+        tag = f"-{extra_name}{level}" if extra is not None else ""
+        trial_id = f"{dataset}-{encoder}-{layer}-{prior}-{objective}{tag}-s{seed}"
         images = f"{col.IMAGES_DIR}/{sweep_dir}/{trial_id}"
         row = {
             col.TRIAL_ID: trial_id,
@@ -89,6 +107,10 @@ def synthetic_trials(
             col.IMAGE_SAMPLES: f"{images}/samples.png",
             col.IMAGE_INTERPOLATIONS: f"{images}/interpolations.png",
         }
+        if extra is not None:
+            row[extra_name] = level
+        if factors is not None:
+            row[col.SWEEP_FACTORS] = factors
         for metric in METRICS:
             row[metric] = BASE[metric] + effect + rng.normal(0.0, noise)
         rows.append(row)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlv.cluster import validate_cluster_config
 from rlv.errors import RlvError
+from rlv.service.cluster import validate_cluster_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster.yaml"
@@ -64,4 +64,94 @@ def test_a_job_on_an_existing_cluster_refuses_a_relative_store_before_submitting
                           "results"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2
     assert "store 'results' is a relative path" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+LOCAL = ROOT / "cluster-local.yaml"
+
+
+def test_cluster_local_yaml_passes_rays_schema_check() -> None:
+    config = validate_cluster_config(LOCAL)
+    assert config["provider"]["type"] == "local"
+    assert config["provider"]["head_ip"] and len(config["provider"]["worker_ips"]) == 2
+    head = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "--num-cpus=0" in head
+    assert config["file_mounts"]["~/rlv"] == "."
+    assert "pip install -e ~/rlv" in " ".join(config["setup_commands"])
+
+
+def test_a_lab_cluster_takes_a_shared_folder_as_its_store_and_a_cloud_one_does_not() -> None:
+    from rlv.service.cluster import check_cluster_store, on_cloud
+
+    assert on_cloud(CLUSTER) and not on_cloud(LOCAL) and not on_cloud(None)
+    check_cluster_store("/shared/rlv", on_cloud=on_cloud(LOCAL))  # an NFS path: fine
+    with pytest.raises(RlvError, match="a cloud cluster's nodes need a shared store"):
+        check_cluster_store("/shared/rlv", on_cloud=on_cloud(CLUSTER))
+
+
+def test_the_dashboard_tunnel_uses_the_heads_dashboard_port(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlv.service.cluster import dashboard_ports
+
+    monkeypatch.delenv("RLV_DASHBOARD_PORT", raising=False)
+    assert dashboard_ports(CLUSTER) == (8265, 8265)
+    config = yaml.safe_load(LOCAL.read_text())
+    config["head_start_ray_commands"][-1] += " --dashboard-port=18265"
+    moved = tmp_path / "moved.yaml"
+    moved.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("RLV_DASHBOARD_PORT", "28265")
+    assert dashboard_ports(moved) == (28265, 18265)
+
+
+def test_machines_by_address_may_bring_gpus_when_they_join(tmp_path: Path) -> None:
+    from rlv.service.resources import autoscaling_nodes, trial_resources
+    from rlv.sweep.spec import Resources
+
+    capacity = autoscaling_nodes(LOCAL)
+    # a head with no GPU yet: the listed workers join after `ray up`, so a GPU request waits
+    assert trial_resources(Resources(1, 0.25), {"CPU": 0.0}, print, extra=capacity)["gpu"] == 0.25
+    alone = yaml.safe_load(LOCAL.read_text())
+    alone["provider"]["worker_ips"] = []
+    (tmp_path / "alone.yaml").write_text(yaml.safe_dump(alone))
+    with pytest.raises(RlvError, match="no GPU"):  # a head alone: what it has is all there is
+        trial_resources(Resources(1, 0.25), {"CPU": 2.0}, print,
+                        extra=autoscaling_nodes(tmp_path / "alone.yaml"))
+
+
+def test_the_job_uploads_the_project_folder() -> None:
+    from rlv.service.cluster import project_root
+
+    # the working_dir of the sweep's Ray Job: `python -m rlv.cli` must find rlv/ there
+    assert (project_root() / "rlv" / "cli.py").is_file() and (project_root() / "sweeps").is_dir()
+
+
+def test_a_head_type_missing_from_the_node_types_is_named(tmp_path: Path) -> None:
+    config = yaml.safe_load(CLUSTER.read_text())
+    config["head_node_type"] = "rlv.nohead"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    with pytest.raises(RlvError, match=r"head_node_type 'rlv.nohead' must be one of"):
+        validate_cluster_config(bad)
+
+
+@pytest.mark.parametrize("problem", ["missing", "not yaml", "bad key"])
+def test_a_missing_or_broken_cluster_file_is_named_before_the_store(tmp_path: Path,
+                                                                    problem: str) -> None:
+    # a local store is what a cloud cluster refuses: the file's problem must be named instead
+    cluster = tmp_path / "cluster.yaml"
+    if problem == "not yaml":
+        cluster.write_text("provider: [unclosed\n")
+    elif problem == "bad key":
+        config = yaml.safe_load(CLUSTER.read_text())
+        config["available_node_types"]["rlv.gpu"]["min_workerz"] = 1
+        cluster.write_text(yaml.safe_dump(config))
+    out = subprocess.run(["rlv", "launch", "quick", "--cluster", str(cluster), "--store",
+                          str(tmp_path / "store")], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert out.returncode == 2, out.stderr
+    expected = {"missing": f"cluster config {cluster} does not exist",
+                "not yaml": f"{cluster}: not valid YAML",
+                "bad key": f"{cluster} fails Ray's cluster config schema"}[problem]
+    assert expected in out.stderr
+    assert "is a local folder" not in out.stderr
     assert "Traceback" not in out.stderr

@@ -10,8 +10,10 @@ import torch
 from scipy.io import savemat
 
 from rlv.config import DataConfig
-from rlv.data import DATASETS, Mnist, SplitSizes, Svhn, load_split, split_indices
+from rlv.datasets import Mnist, SplitSizes, Svhn, split_indices
 from rlv.errors import RlvError
+from rlv.levels import DATASETS
+from rlv.trial.data import load_split
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,8 +14,8 @@ import yaml
 from nbclient import NotebookClient
 
 from rlv import columns as col
-from rlv.launch import LaunchOptions, run_sweep
-from rlv.sweep import parse_sweep
+from rlv.service.launch import LaunchOptions, run_sweep
+from rlv.sweep.spec import parse_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +60,12 @@ def test_rlv_analyze_writes_the_report_of_a_real_sweep(real_store: Path, tmp_pat
     report = tmp_path / "report"
     assert (report / "report.md").exists() and (report / "report.html").exists()
     anova = pd.read_csv(report / "anova.csv")
-    re_model = anova[anova["metric"] == col.TEST_RE]
-    # encoder * prior full factorial on 2 x 2 cells x 2 seeds: 8 - 4 = 4 residual df
-    assert set(re_model["resid_df"]) == {4}
+    re_rows = anova[anova["metric"] == col.TEST_RE]
+    plain, blocked = re_rows[re_rows["block"].isna()], re_rows[re_rows["block"] == "seed"]
+    # encoder * prior full factorial on 2 x 2 cells x 2 seeds: 8 - 4 = 4 residual df; the seed
+    # block (2 seeds) takes one more
+    assert set(plain["resid_df"]) == {4}
+    assert set(blocked["resid_df"]) == {3} and "seed" in set(blocked["term"])
     assert "data:image/png;base64," in (report / "report.html").read_text()
 
 
@@ -72,6 +76,7 @@ def test_rlv_analyze_of_a_missing_store_is_one_line(tmp_path: Path) -> None:
 
 
 def test_the_notebook_runs_on_a_store_the_tests_made(real_store: Path) -> None:
+    """The notebook's only execution in the test suite (nbclient raises on a failing cell)."""
     notebook = nbformat.read(ROOT / "analysis" / "thesis_analysis.ipynb", as_version=4)
     os.environ["RLV_STORE"] = str(real_store)
     try:
@@ -79,9 +84,21 @@ def test_the_notebook_runs_on_a_store_the_tests_made(real_store: Path) -> None:
                        resources={"metadata": {"path": str(ROOT / "analysis")}}).execute()
     finally:
         del os.environ["RLV_STORE"]
+
+    def shown(source_start: str) -> str:
+        """Everything the code cell starting with `source_start` displayed, as text and HTML."""
+        cell = next(c for c in notebook.cells
+                    if c.cell_type == "code" and c.source.startswith(source_start))
+        return "".join(str(o.get("data", {}).get(kind, "")) + str(o.get("text", ""))
+                       for o in cell.outputs for kind in ("text/plain", "text/html"))
+
+    assert "8 trials" in shown("SWEEP = None")  # 2 encoders x 2 priors x 2 seeds
+    anova = shown("fits = ra.fit_models")
+    assert col.TEST_NEG_ELBO in anova and "+ seed (block)" in anova
+    assert re.search(r"\b(L|NL) [<&>] (L|NL)\b", shown("posthoc = ra.posthoc_table"))
+    assert "seeds_per_cell" in shown("ra.planning_table")
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # plots and image grids
 
 
 def test_status_after_the_sweep(real_store: Path, tmp_path: Path) -> None:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from rlv import fid
-from rlv.data import Mnist
+from rlv.datasets import Mnist
 from rlv.errors import RlvError
-from rlv.fid_weights import WEIGHTS_ENV, inception_weights_path, layer_map, source_weights_path
+from rlv.trial import fid
+from rlv.trial.fid_weights import WEIGHTS_ENV, inception_weights_path, layer_map, source_weights_path
 
 CPU = torch.device("cpu")
 N = 48  # images per set in the FID comparisons
@@ -151,11 +151,11 @@ def test_missing_weights_file_is_named(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_bad_inputs_are_rejected() -> None:
-    with pytest.raises(ValueError, match="real_key"):
+    with pytest.raises(RlvError, match="real_key"):
         fid.stats_path("../escape")
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(RlvError, match="uint8"):
         fid.inception_statistics(torch.zeros(4, 3, 32, 32), device=CPU)
-    with pytest.raises(ValueError, match="C in"):
+    with pytest.raises(RlvError, match="C in"):
         fid.inception_statistics(torch.zeros(4, 2, 32, 32, dtype=torch.uint8), device=CPU)
 
 

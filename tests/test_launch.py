@@ -1,4 +1,5 @@
-"""The sweep service on a real Ray cluster: packing, the store, failures, resuming, Ray Jobs.
+"""The sweep service on a real Ray cluster: packing, the store, failures, resuming, Ray Jobs
+(growing a sweep in place: tests/test_grow.py).
 
 All tests share the session's `ray start --head` cluster (tests/conftest.py): 4 CPUs and one
 declared GPU on this CPU-only machine. Trials are tiny (hundreds of images, a few epochs).
@@ -20,9 +21,9 @@ import pytest
 import yaml
 
 from rlv import columns as col
-from rlv.launch import LaunchOptions, run_sweep
-from rlv.store import read_status
-from rlv.sweep import parse_sweep
+from rlv.service.launch import LaunchOptions, run_sweep
+from rlv.store.files import read_status
+from rlv.sweep.spec import parse_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +105,8 @@ def test_a_gpu_request_on_a_cluster_without_gpus_fails_before_any_trial(tmp_path
     assert "asks for 0.5 GPU per trial but the cluster has no GPU" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "store" / "trials").exists()
+    # nothing ran, so the store does not claim the sweep: an edited file launches after this
+    assert not (tmp_path / "store" / "_sweeps").exists()
 
 
 def test_failed_trials_are_named_with_their_error_and_the_sweep_exits_nonzero(
@@ -181,11 +184,12 @@ def test_a_killed_driver_resumes_on_the_embedded_cluster_without_rerunning_finis
           "a finished trial")
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
     first.wait(timeout=60)
-    done_before = {p.stem for p in trials_dir.glob("*.parquet")}
+    done_before = set(pd.read_parquet(trials_dir)[col.TRIAL_ID])
+    assert done_before
     second = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Ray dashboard: http://127.0.0.1:" in second.stdout
-    assert "resuming sweep killdriver" in second.stdout
+    assert f"{len(done_before)} in the store already" in second.stdout
     # "] NAME started": NL-fc-normal-s0 must not match L-fc-normal-s0
     restarted = {name for name in done_before if f"] {name} started" in second.stdout}
     assert not restarted, f"finished trials ran again: {restarted}"
@@ -222,22 +226,18 @@ def test_started_and_finished_times_are_utc_timestamps(tmp_path: Path, ray_clust
     assert cfg["trial_id"] == "NL-fc-normal-s0" and cfg["sweep"] == "times"
 
 
-def test_a_trial_finished_in_the_store_but_not_in_tunes_state_is_not_run_again(
+def test_a_finished_trial_is_not_run_again_and_a_checkpoint_left_behind_is_slimmed(
         tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
-    """The driver can die after the store got a trial's row but before Tune saved its state."""
-    import glob
-
+    """The driver can die after the store got a trial's row but before it slimmed the trial's
+    checkpoint: the row is the truth, so the trial is done."""
     path = sweep_file(tmp_path, "race", factors={"encoder": ["L"], "prior": ["normal"]})
     spec = load(path)
     assert run_sweep(spec, LaunchOptions(), lambda line: None).ok
-    state_file = sorted(glob.glob(str(tmp_path / "store" / "_tune" / "race" / "experiment_state-*.json")))[-1]
-    state = json.loads(Path(state_file).read_text())
-    for pair in state["trial_data"]:  # what a snapshot taken before the trial ended looks like
-        trial = json.loads(pair[0])
-        trial["status"] = "RUNNING"
-        pair[0] = json.dumps(trial)
-    Path(state_file).write_text(json.dumps(state))
+    folder = tmp_path / "store" / "_checkpoints" / "race" / "L-fc-normal-s0"
+    (folder / "state.pt").write_bytes(b"what a running trial's checkpoint would be")
     lines: list[str] = []
     outcome = run_sweep(spec, LaunchOptions(), lines.append)
-    assert outcome.ok and outcome.finished == ["L-fc-normal-s0"]
+    assert outcome.ok and outcome.finished == [] and outcome.skipped == 1
     assert not [line for line in lines if "started" in line], lines
+    assert sorted(p.name for p in folder.iterdir()) == ["model.pt"]
+    assert "nothing to run, all 1 trials are in the store" in outcome.summary()[0]

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from rlv.config import ModelConfig, TrainConfig
-from rlv.models import ENCODERS, LAYERS, PRIORS, build_vae, parameter_counts
-from rlv.objective import Elbo
-from rlv.train import Trainer
+from rlv.levels import ENCODERS, LAYERS, PRIORS
+from rlv.trial.loop import Trainer
+from rlv.trial.models import build_vae, parameter_counts
+from rlv.trial.objective import Elbo
 
 CELLS = list(itertools.product(ENCODERS.names(), LAYERS.names(), PRIORS.names()))
 DATASETS = {"mnist": (1, 16), "svhn": (3, 32)}  # channels, latent size (thesis 4.2)
@@ -116,7 +117,7 @@ def test_weights_are_xavier_uniform_with_zero_biases() -> None:
 
 @pytest.mark.parametrize("c_in,c_out", [(8, 1), (8, 3), (16, 8)])
 def test_upsample_conv_equals_upsampling_then_convolving(c_in: int, c_out: int) -> None:
-    from rlv.models.layers import UpsampleConv
+    from rlv.trial.models.layers import UpsampleConv
 
     torch.manual_seed(0)
     fast = UpsampleConv(c_in, c_out)

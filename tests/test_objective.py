@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from rlv.models.priors import RealNVP, StandardNormal
-from rlv.objective import OBJECTIVES, Elbo, ThesisRT, elbo_terms, gaussian_log_q
+from rlv.levels import OBJECTIVES
+from rlv.trial.models.priors import RealNVP, StandardNormal
+from rlv.trial.objective import Elbo, ThesisRT, elbo_terms, gaussian_log_q
 
 
 def _terms(prior, objective, mu, logvar, eps):  # type: ignore[no-untyped-def]
@@ -102,14 +103,20 @@ def test_the_elbo_kl_of_a_flow_prior_is_never_negative_but_the_thesis_rt_goes_po
     assert t.rt.mean().item() > 0 > t.rt_elbo.mean().item()
 
 
-def test_reconstruction_error_is_summed_over_pixels_and_neg_elbo_is_re_minus_rt() -> None:
+def test_reconstruction_error_is_summed_over_pixels_and_neg_elbo_matches_the_closed_form() -> None:
     x = torch.zeros(2, 1, 32, 32)
     x_hat = torch.full((2, 1, 32, 32), 0.5)
-    eps = torch.zeros(2, 16)
-    logvar = torch.zeros(2, 16)
-    t = elbo_terms(x, x_hat, eps, logvar, StandardNormal(16).log_prob_parts(eps), Elbo())
+    d, mu, sigma, e = 16, 0.1, 0.7, 0.6
+    eps = torch.full((2, d), e)
+    logvar = torch.full((2, d), 2 * math.log(sigma))
+    z = mu + sigma * eps  # (2, 16): the sample the prior is evaluated at
+    t = elbo_terms(x, x_hat, eps, logvar, StandardNormal(d).log_prob_parts(z), Elbo())
+    # by hand, per dimension: log N(z; 0, 1) - log N(z; mu, sigma^2) at z = mu + sigma * eps
+    z_value = mu + sigma * e
+    rt = -0.5 * z_value**2 + 0.5 * e**2 + math.log(sigma)
     assert t.re.tolist() == [0.25 * 1024] * 2
-    assert torch.equal(t.neg_elbo, t.re - t.rt)
+    assert t.rt.tolist() == pytest.approx([rt] * 2, abs=1e-6)
+    assert t.neg_elbo.tolist() == pytest.approx([0.25 * 1024 - rt] * 2, abs=1e-4)
 
 
 def test_gaussian_log_q_is_the_density_at_the_reparameterised_sample() -> None:

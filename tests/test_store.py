@@ -12,7 +12,8 @@ import pytest
 
 from rlv import columns as col
 from rlv.errors import RlvError
-from rlv.store import STATUS_DIR, StoreWriter, finished_trials, open_store, read_json, read_status
+from rlv.store.files import STATUS_DIR, finished_trials, open_store, read_json, read_status
+from rlv.store.writer import StoreWriter
 
 
 def epoch_rows(trial: str, epochs: range, loss: float = 1.0) -> list[dict[str, Any]]:
@@ -133,3 +134,196 @@ def test_json_files_missing_or_corrupt(tmp_path: Path) -> None:
     status.write_text('{"torn": ')
     with pytest.raises(RlvError, match=r"corrupt JSON file .*s\.json"):
         read_status(str(tmp_path), "s")
+
+
+# --- the sweep's truth: content keys, the manifest, plans (no Ray) -----------------------------
+
+def small_sweep(store: Path, **changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "g", "store": str(store),
+        "factors": {"encoder": ["L", "NL"], "layer": ["fc"], "prior": ["normal"]}, "seeds": 2,
+        "settings": {"data": {"train_size": 256, "test_size": 128}, "train": {"epochs": 2},
+                     "eval": {"fid_samples": 0}}}
+    data.update(changes)
+    return data
+
+
+def store_rows(store: Path, cfgs: list[Any]) -> None:
+    """Rows as the driver writes them, each with its trial's config (what matching reads)."""
+    writer = StoreWriter(str(store), "g")
+    for cfg in cfgs:
+        writer.write_trial({**trial_row(cfg.name), col.CONFIG: cfg.to_json()}, {})
+
+
+def test_a_trial_is_its_content_not_its_name() -> None:
+    from dataclasses import replace
+
+    from rlv.config import DataConfig, ModelConfig, TrainConfig, TrialConfig
+    from rlv.store.identity import config_key
+
+    base = TrialConfig(model=ModelConfig(encoder="NL"), data=DataConfig(train_size=256), seed=3)
+    key = config_key(base)
+    # naming, where the data lies and how often to checkpoint change no result
+    assert config_key(replace(base, sweep="other", trial_id="NL-fc-normal-latent_dim16-s3")) == key
+    assert config_key(replace(base, data=DataConfig(train_size=256, data_dir="/x"))) == key
+    assert config_key(replace(base, train=TrainConfig(checkpoint_every=3))) == key
+    # MNIST's latent size given explicitly is the default it ran with: the same trial
+    assert config_key(replace(base, model=ModelConfig(encoder="NL", latent_dim=16))) == key
+    assert config_key(replace(base, model=ModelConfig(encoder="NL", latent_dim=32))) != key
+    assert config_key(replace(base, data=DataConfig(train_size=25_000))) != key
+    assert config_key(replace(base, data=DataConfig())) == config_key(
+        replace(base, data=DataConfig(train_size=25_000)))  # None means the thesis's 25,000
+    assert config_key(replace(base, seed=4)) != key
+    assert config_key(replace(base, train=TrainConfig(lr=2e-3))) != key
+
+
+def test_a_plan_runs_only_what_the_store_lacks(tmp_path: Path) -> None:
+    from rlv.store.manifest import write_manifest
+    from rlv.store.plan import plan_sweep
+    from rlv.sweep.spec import parse_sweep
+
+    store = tmp_path / "store"
+    spec = parse_sweep(small_sweep(store))
+    plan = plan_sweep(spec, str(store))
+    assert [c.name for c in plan.trial_configs()] == ["L-fc-normal-s0", "L-fc-normal-s1",
+                                                      "NL-fc-normal-s0", "NL-fc-normal-s1"]
+    write_manifest(str(store), plan.manifest, trials_run=4)
+    store_rows(store, plan.trial_configs()[:3])  # three finished; NL-fc-normal-s1 did not
+    grown = parse_sweep(small_sweep(store, seeds=3,
+                                    factors={"encoder": ["L", "NL", "RKS"], "layer": ["fc"],
+                                             "prior": ["normal"]}))
+    plan = plan_sweep(grown, str(store))
+    assert sorted(plan.done.values()) == ["L-fc-normal-s0", "L-fc-normal-s1", "NL-fc-normal-s0"]
+    assert sorted(c.name for c in plan.trial_configs()) == sorted(
+        ["NL-fc-normal-s1", "L-fc-normal-s2", "NL-fc-normal-s2"]
+        + [f"RKS-fc-normal-s{s}" for s in range(3)])
+    assert plan.total == 9 and plan.outside == 0
+    # the same settings written out in full are the same trials (the default made explicit)
+    explicit = small_sweep(store)
+    explicit["settings"] = {**explicit["settings"], "model": {"latent_dim": 16}}
+    assert len(plan_sweep(parse_sweep(explicit), str(store)).done) == 3
+
+
+
+def test_the_names_a_plan_gives_its_trials_to_run_are_those_their_configs_get(
+        tmp_path: Path) -> None:
+    """`rlv check` and `rlv status` name the trials to run without building their configs;
+    the names must be the ones a launch gives them (built config by config here)."""
+    from rlv.store.manifest import write_manifest
+    from rlv.store.plan import plan_sweep
+    from rlv.sweep.spec import parse_sweep
+
+    store = tmp_path / "store"
+    wide = small_sweep(store, seeds=3, factors={
+        "encoder": ["L", "NL"], "layer": ["fc"], "prior": ["normal"], "objective": ["elbo", "thesis"],
+        "model.latent_dim": [8, 12], "train.lr": [0.001, 0.0005]})
+    plan = plan_sweep(parse_sweep(wide), str(store))
+    configs = plan.trial_configs()
+    assert plan.to_run_names() == {c.name for c in configs}
+    assert "NL-fc-normal-thesis-latent_dim12-lr0.0005-s2" in plan.to_run_names()
+    write_manifest(str(store), plan.manifest, trials_run=len(configs))
+    store_rows(store, configs[:5])
+    plan = plan_sweep(parse_sweep(wide), str(store))
+    assert plan.to_run_names() == {c.name for c in configs[5:]}
+
+
+def test_a_store_written_before_manifests_is_matched_by_its_rows_configs(tmp_path: Path) -> None:
+    from rlv.store.plan import plan_sweep
+    from rlv.sweep.spec import parse_sweep
+
+    store = tmp_path / "store"
+    spec = parse_sweep(small_sweep(store))
+    store_rows(store, spec.trials()[:2])  # rows, but no _sweeps/g/spec.json
+    plan = plan_sweep(spec, str(store))
+    assert sorted(plan.done.values()) == ["L-fc-normal-s0", "L-fc-normal-s1"]
+    other = parse_sweep(small_sweep(store, settings={"data": {"train_size": 128},
+                                                     "eval": {"fid_samples": 0}}))
+    assert not plan_sweep(other, str(store)).done  # other settings: other trials
+
+
+def test_a_changed_setting_is_refused_naming_both_values(tmp_path: Path) -> None:
+    from rlv.store.manifest import write_manifest
+    from rlv.store.plan import plan_sweep
+    from rlv.sweep.spec import parse_sweep
+
+    store = tmp_path / "store"
+    plan = plan_sweep(parse_sweep(small_sweep(store)), str(store))
+    write_manifest(str(store), plan.manifest, trials_run=4)
+    changed = small_sweep(store, settings={"data": {"train_size": 512, "test_size": 128},
+                                           "train": {"epochs": 2}, "eval": {"fid_samples": 0}})
+    with pytest.raises(RlvError, match=r"data\.train_size = 256, the sweep file now says 512.*"
+                                       r"another name, or another --store"):
+        plan_sweep(parse_sweep(changed), str(store))
+    # a factor's levels may change: that is growing (or narrowing) the grid
+    narrowed = small_sweep(store, factors={"encoder": ["NL"], "layer": ["fc"], "prior": ["normal"]})
+    assert plan_sweep(parse_sweep(narrowed), str(store)).total == 2
+
+
+def test_status_comes_from_the_store_alone_and_a_missing_store_is_an_error(tmp_path: Path) -> None:
+    from rlv.store.manifest import write_manifest
+    from rlv.store.plan import plan_sweep
+    from rlv.store.status import spec_from_store, sweep_status
+    from rlv.sweep.spec import parse_sweep
+
+    store = tmp_path / "store"
+    spec = parse_sweep(small_sweep(store))
+    with pytest.raises(RlvError, match=r"store .*store does not exist"):
+        sweep_status(spec, str(store))
+    plan = plan_sweep(spec, str(store))
+    write_manifest(str(store), plan.manifest, trials_run=4)
+    store_rows(store, plan.trial_configs()[:1])
+    again = spec_from_store(str(store), "g")
+    assert again.to_dict() == spec.to_dict()
+    report = sweep_status(again, str(store))
+    assert (report.finished, report.pending, report.total) == (["L-fc-normal-s0"], 3, 4)
+    with pytest.raises(RlvError, match=r"holds no sweep 'nope' \(sweeps there: g\)"):
+        spec_from_store(str(store), "nope")
+
+
+def test_a_drivers_batches_hold_each_row_once_and_reopen_with_their_keys(tmp_path: Path) -> None:
+    writer = StoreWriter(str(tmp_path), "s")
+    assert writer.queue_epochs(epoch_rows("a", range(1, 3)) + epoch_rows("b", range(1, 2))) == 3
+    assert writer.queue_epochs(epoch_rows("a", range(2, 4))) == 1  # epoch 2 is queued already
+    assert writer.queue_trial(trial_row("a"), {col.IMAGE_SAMPLES: b"\x89PNG"})
+    assert not writer.queue_trial(trial_row("a"), {})
+    assert not (tmp_path / "trials").exists()  # nothing in the tables before the flush
+    assert writer.flush() == ["a"]
+    assert writer.flush() == [] and writer.queued == 0
+    # a new writer (a resumed driver) reads the batches' keys; reported again, nothing is new
+    again = StoreWriter(str(tmp_path), "s")
+    assert again.trials_written == {"a"} == finished_trials(str(tmp_path), "s")
+    assert again.epochs_written == {("a", 1), ("a", 2), ("a", 3), ("b", 1)}
+    assert again.queue_epochs(epoch_rows("a", range(1, 5))) == 1
+    assert not again.queue_trial(trial_row("a"), {})
+    again.queue_trial(trial_row("b"), {})
+    again.flush()
+    epochs = pd.read_parquet(tmp_path / "epochs")
+    pairs = sorted(zip(epochs[col.TRIAL_ID], epochs[col.EPOCH], strict=True))
+    assert pairs == [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1)]
+    trials = pd.read_parquet(tmp_path / "trials")
+    assert sorted(trials[col.TRIAL_ID]) == ["a", "b"]
+    assert trials.set_index(col.TRIAL_ID).loc["a", col.IMAGE_SAMPLES] == "images/s/a/samples.png"
+    assert len(list((tmp_path / "trials" / "sweep=s").iterdir())) == 2  # two flushes, two files
+
+
+def test_a_store_that_is_a_regular_file_is_one_line_for_check_status_and_analyze(
+        tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from rlv.cli import app
+
+    store = tmp_path / "results.csv"  # a file where the store should be: reads would find nothing
+    store.write_text("not a store\n")
+    sweep = tmp_path / "g.yaml"
+    sweep.write_text(yaml.safe_dump(small_sweep(store)))
+    for args in (["check", str(sweep), "--store", str(store)],
+                 ["status", "g", "--store", str(store)],
+                 ["analyze", str(store), "--out", str(tmp_path / "report")]):
+        out = CliRunner().invoke(app, args)
+        assert out.exit_code == 2, (args, out.output)
+        assert out.output.strip().splitlines() == [
+            f"error: store {str(store)!r} is a file, not a folder: name a store folder (it may "
+            "not exist yet) or a URI"], args
+    assert store.read_text() == "not a store\n"
+    assert not (tmp_path / "report").exists()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from rlv.config import TrialConfig
 from rlv.errors import RlvError
-from rlv.resources import trial_resources
-from rlv.sweep import Resources, load_sweep, parse_sweep
+from rlv.service.launch import trial_points, trial_search
+from rlv.service.resources import trial_resources
+from rlv.sweep.files import load_sweep
+from rlv.sweep.spec import TRIAL_KEY, Resources, parse_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +52,9 @@ def base(**changes: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("data,message", [
     (base(factorz={}), r"unknown key 'factorz'; allowed: name, store, factors"),
+    (base(seeds=10**9), r"seeds = 1,000,000,000: a sweep holds at most 10,000,000 trials"),
+    (base(factors={"encoder": ["L", "NL"]}, seeds=5 * 10**6 + 1),
+     r"the grid has 10,000,002 trials \(cells x seeds\): a sweep holds at most 10,000,000"),
     (base(factors={"encoder": ["L", "XX"]}), r"unknown encoder 'XX'; choose one of: L, PNL, NL, RKS"),
     (base(factors={"prior": ["flow4"]}), r"unknown prior 'flow4'; choose one of: normal, flow2, flow6"),
     (base(factors={"colour": ["red"]}), r"unknown factor 'colour'; factors: dataset, encoder"),
@@ -66,19 +74,27 @@ def test_bad_sweeps_say_what_is_wrong_and_what_is_allowed(data: dict[str, Any], 
         parse_sweep(data, source="s.yaml")
 
 
-def test_param_space_grids_every_factor_and_the_seed() -> None:
+def test_each_trials_resolved_config_reaches_tune_once_as_a_plain_dict() -> None:
     spec = parse_sweep(base(factors={"encoder": ["L", "NL"], "layer": ["fc", "conv"]}, seeds=3))
-    space = spec.param_space()
-    assert space["encoder"] == {"grid_search": ["L", "NL"]}
-    assert space["seed"] == {"grid_search": [0, 1, 2]}
-    assert len(spec.trials()) == 12
-    assert parse_sweep(space["sweep_spec"]) == spec  # a trial can rebuild the spec
+    trials = spec.trials()
+    space, _ = trial_search(trials)
+    assert list(space) == [TRIAL_KEY]
+    presets = trial_points(trials)  # the search's preset points, one per trial
+    assert len(presets) == 2 * 2 * 3 == spec.size() == len(trials)
+    rebuilt = [TrialConfig.from_dict(p[TRIAL_KEY]) for p in presets]  # what a worker does, once
+    assert rebuilt == trials
+    assert {(c.model.encoder, c.model.layer, c.seed) for c in rebuilt} == {
+        (e, layer, s) for e in ("L", "NL") for layer in ("fc", "conv") for s in range(3)}
+    assert len({c.name for c in rebuilt}) == 12
 
 
-def test_fingerprint_changes_with_the_trials() -> None:
-    a = parse_sweep(base())
-    b = parse_sweep(base(settings={"train": {"epochs": 3}}))
-    assert a.fingerprint() == parse_sweep(base()).fingerprint() != b.fingerprint()
+def test_checking_a_grid_of_100000_seeds_is_quick() -> None:
+    start = time.perf_counter()
+    spec = parse_sweep(base(factors={"encoder": ["L", "NL"]}, seeds=100_000))
+    lines = spec.describe()
+    assert time.perf_counter() - start < 5.0
+    assert "200,000 trials" in lines[0]
+    assert lines[-1].endswith("NL-fc-normal-s99999")
 
 
 def test_gpu_requests_against_cluster_resources() -> None:
@@ -98,8 +114,26 @@ def test_gpu_requests_against_cluster_resources() -> None:
     assert ask(Resources(1, 0.25), {"CPU": 4}, extra={"GPU": 8.0, "CPU": 32.0})["gpu"] == 0.25
 
 
-def run_rlv(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rlv", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_rlv(*args: str) -> Ran:
+    """rlv in this process (Typer's CliRunner), from the project folder as a user runs it."""
+    from typer.testing import CliRunner
+
+    from rlv.cli import app
+
+    here = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        out = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(here)
+    return Ran(out.exit_code, out.stdout, out.stderr)
 
 
 def test_rlv_check_prints_the_trial_count_and_resources() -> None:
@@ -116,4 +150,28 @@ def test_rlv_check_of_a_bad_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert out.stderr.strip().count("\n") == 0 and "unknown layer type 'rnn'" in out.stderr
     assert "Traceback" not in out.stderr
     missing = run_rlv("check", "no-such-sweep")
-    assert missing.returncode == 2 and "available: objective-check, objective-mnist, quick" in missing.stderr
+    assert missing.returncode == 2
+    assert "objective-check, objective-mnist, quick, thesis-mnist" in missing.stderr
+
+
+def test_rlv_check_cifar10_says_what_data_is_missing_and_passes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RLV_DATA_DIR", raising=False)
+    out = run_rlv("check", "cifar10")
+    assert out.returncode == 0, out.stderr
+    assert "data: CIFAR-10 not found" in out.stdout and "cifar-10-batches-py" in out.stdout
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(b"x")
+    monkeypatch.setenv("RLV_DATA_DIR", str(tmp_path))
+    found = run_rlv("check", "cifar10")
+    assert found.returncode == 0 and "data:" not in found.stdout, found.stdout
+
+
+def test_rlv_check_of_a_misspelt_setting_factor_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(base(factors={"encoder": ["L"], "model.latnet_dim": [8, 16]})))
+    out = run_rlv("check", str(bad))
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert "unknown setting 'model.latnet_dim'; allowed: batchnorm, dropout" in out.stderr

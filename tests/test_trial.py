@@ -10,8 +10,8 @@ from PIL import Image
 
 from rlv import columns as col
 from rlv.config import TrialConfig, from_dict
-from rlv.train import EpochMetrics, Trainer
-from rlv.trial import run_trial
+from rlv.trial.loop import EpochMetrics, Trainer
+from rlv.trial.run import run_trial
 
 TRIAL_COLUMNS = [
     col.TRIAL_ID, col.DATASET, col.ENCODER, col.LAYER, col.PRIOR, col.SEED, col.EPOCHS,
@@ -38,7 +38,8 @@ def test_a_trial_reports_every_column_of_the_store_contract() -> None:
     assert set(TRIAL_COLUMNS) <= set(row), set(TRIAL_COLUMNS) - set(row)
     assert row[col.TRIAL_ID] == "PNL-conv-flow2-s0"
     assert row[col.TEST_NEG_ELBO] == pytest.approx(row[col.TEST_RE] - row[col.TEST_RT])
-    assert row[col.GAP_RE] == pytest.approx(row[col.TRAIN_RE] - row[col.TEST_RE])
+    assert row[col.GAP_RE] == pytest.approx(row[col.TEST_RE] - row[col.TRAIN_RE])  # + = test worse
+    assert row[col.GAP_RT] == pytest.approx(row[col.TRAIN_RT] - row[col.TEST_RT])
     assert row[col.TRAIN_NEG_ELBO] == result.epochs[-1].train_neg_elbo
     assert len(result.epochs) == 2 and [m.epoch for m in result.epochs] == [1, 2]
     assert TrialConfig.from_dict(__import__("json").loads(row[col.CONFIG])) == cfg

@@ -1,0 +1,404 @@
+"""Watching a sweep: `rlv status --watch`, the TensorBoard curves, the dashboard's progress actor.
+
+The event files are read back with a TFRecord reader written here (length, CRC, payload, CRC) and
+tensorboardX's Event protobuf, independently of the writer; the values are compared with the
+store's `epochs` and `trials` tables, which another writer wrote from the same reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from rlv import columns as col
+from rlv.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_sweep(tmp_path: Path, name: str, **changes: Any) -> Path:
+    data: dict[str, Any] = {
+        "name": name, "store": str(tmp_path / "store"),
+        "factors": {"encoder": ["L", "NL"], "layer": ["fc"], "prior": ["flow2"]},
+        "seeds": 1,
+        "settings": {"data": {"train_size": 256, "test_size": 128},
+                     "train": {"epochs": 3, "batch_size": 128, "checkpoint_every": 1},
+                     "eval": {"fid_samples": 0, "samples": 16, "interpolation_pairs": 2}},
+        "resources": {"cpu": 1, "gpu": 0},
+        "max_failures": 0,
+    }
+    for key, value in changes.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def status_file(store: Path, sweep: str, trials: dict[str, dict[str, Any]], *, ended: bool,
+                driver: str) -> None:
+    """A status file as a driver writes it (STORE/_status/SWEEP.json)."""
+    folder = store / "_status"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{sweep}.json.tmp"
+    tmp.write_text(json.dumps({"sweep": sweep, "updated_at": datetime.now(UTC).isoformat(),
+                               "ended": ended, "driver": driver, "trials": trials}))
+    tmp.replace(folder / f"{sweep}.json")
+
+
+# --- rlv status --watch ------------------------------------------------------------------------
+
+
+def test_status_watch_refreshes_until_the_sweep_ends_and_exits_1_on_failures(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, "watched")
+    store = tmp_path / "store"
+    # a live "driver" on this machine: a process of ours that exists while the sweep runs
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    here = f"{socket.gethostname()}:{driver.pid}"
+    running = {"L-fc-flow2-s0": {"status": "RUNNING", "epoch": 2, "node": "10.1.2.3 pid 4242"},
+               "NL-fc-flow2-s0": {"status": "PENDING", "epoch": 0}}
+    status_file(store, "watched", running, ended=False, driver=here)
+
+    def finish_later() -> None:
+        time.sleep(1.5)
+        status_file(store, "watched", {
+            "L-fc-flow2-s0": {"status": "RUNNING", "epoch": 3},
+            "NL-fc-flow2-s0": {"status": "ERROR", "epoch": 1, "error": "RlvError: diverged"}},
+            ended=True, driver=here)
+
+    thread = threading.Thread(target=finish_later)
+    thread.start()
+    try:
+        started = time.monotonic()
+        out = CliRunner().invoke(app, ["status", str(path), "--watch", "--every", "0.2"])
+        took = time.monotonic() - started
+    finally:
+        thread.join()
+        driver.kill()
+        driver.wait()
+    assert out.exit_code == 1, out.output  # a trial failed
+    blocks = out.output.count("sweep watched:")
+    assert blocks >= 3, out.output  # refreshed while it ran, 1.5 s at 0.2 s a refresh
+    assert 1.4 < took < 30
+    first, last = out.output.split("--- ")[1], out.output.split("--- ")[-1]
+    assert "1 running" in first and "running  L-fc-flow2-s0 (epoch 2, on 10.1.2.3 pid 4242)" in first
+    assert "0 finished, 0 running, 1 failed, 1 pending (of 2)" in last
+    assert "failed   NL-fc-flow2-s0: RlvError: diverged" in last
+    assert "last run ended" in last
+
+
+@pytest.mark.parametrize("every", ["0", "-1", "inf", "nan", "1e400", "86401"])
+def test_status_watch_rejects_a_bad_interval_in_one_line(tmp_path: Path, every: str) -> None:
+    path = write_sweep(tmp_path, "interval")
+    out = CliRunner().invoke(app, ["status", str(path), "--watch", "--every", every])
+    assert out.exit_code == 2, out.output
+    assert out.output.strip() == ("error: --every must be a number of seconds above 0 and at "
+                                  f"most 86400, not {float(every)}")
+
+
+def test_watching_a_sweep_no_driver_has_started_says_it_waits_for_one(tmp_path: Path) -> None:
+    from rlv.store.status import watch_status
+    from rlv.sweep.files import load_sweep
+
+    path = write_sweep(tmp_path, "unstarted")
+    store = tmp_path / "store"
+    store.mkdir()  # `rlv launch` has made the store; its driver has not written the status yet
+    lines: list[str] = []
+
+    def start_later() -> None:  # a driver turns up after a while, runs nothing and ends
+        time.sleep(1.0)
+        status_file(store, "unstarted", {}, ended=True, driver="elsewhere:1")
+
+    thread = threading.Thread(target=start_later)
+    thread.start()
+    try:
+        watch_status(load_sweep(str(path)), str(store), lines.append, every_s=0.2)
+    finally:
+        thread.join()
+    blocks = "\n".join(lines).split("--- ")[1:]
+    assert len(blocks) >= 2
+    assert "waiting for `rlv launch`" in blocks[0]
+    assert "waiting for `rlv launch`" not in blocks[-1]
+
+
+def test_status_still_imports_neither_torch_nor_ray(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, "light")
+    code = ("import sys; from rlv.cli import app\n"
+            f"try: app(['status', {str(path)!r}, '--watch', '--every', '0.1'])\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    status_file(tmp_path / "store", "light", {}, ended=True, driver="elsewhere:1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+# --- reading TensorBoard event files, independently of the writer --------------------------------
+
+
+def read_events(run: Path) -> list[Any]:
+    """Every Event of every event file of one run, in file order (TFRecord framing)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = []
+    for file in sorted(run.glob("events.out.tfevents.*")):
+        data = file.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            payload = data[at + 12:at + 12 + length]  # after the length and its CRC
+            at += 12 + length + 4  # the payload's CRC
+            event = Event()
+            event.ParseFromString(payload)
+            events.append(event)
+    return events
+
+
+def scalars(run: Path) -> dict[str, dict[int, float]]:
+    """tag -> step -> value, honouring purges: a SessionLog START at step k hides steps >= k
+    written before it (what TensorBoard does with a restarted run)."""
+    out: dict[str, dict[int, float]] = {}
+    for event in read_events(run):
+        if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+            for series in out.values():
+                for step in [s for s in series if s >= event.step]:
+                    del series[step]
+        for value in event.summary.value:
+            out.setdefault(value.tag, {})[event.step] = value.simple_value
+    return out
+
+
+class NamedTrial:
+    """What CurvesCallback needs of a Tune trial: its name (str)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def test_a_retried_trial_hides_the_epochs_it_runs_again_and_ends_with_its_test_metrics(
+        tmp_path: Path) -> None:
+    from rlv.service.curves import CurvesCallback
+    from rlv.service.trainable import EPOCH_KEY, ROW_KEY
+
+    trial, name = NamedTrial("L-fc-flow2-s0"), "L-fc-flow2-s0"
+
+    def epoch(e: int, neg_elbo: float) -> dict[str, Any]:  # what the trainable reports
+        return {EPOCH_KEY: {col.TRIAL_ID: name, col.EPOCH: e, col.TRAIN_NEG_ELBO: neg_elbo,
+                            col.TRAIN_RE: neg_elbo - 1, col.TRAIN_RT: -1.0,
+                            col.FLOW_LOGDET: 0.5, col.EPOCH_TIME_S: 0.1}}
+
+    curves = CurvesCallback(str(tmp_path / "store"), "retry")
+    for e in (1, 2, 3):  # the first attempt: epochs 1-3, then it fails
+        curves.on_trial_result(0, [], trial, epoch(e, 100.0 + e))
+    curves.on_trial_recover(0, [], trial)
+    for e in (3, 4):  # the retry resumes from the checkpoint of epoch 2
+        curves.on_trial_result(0, [], trial, epoch(e, 50.0 + e))
+    curves.on_trial_result(0, [], trial, {ROW_KEY: {
+        col.TRIAL_ID: name, col.EPOCHS: 4, col.TEST_NEG_ELBO: 60.5, col.TEST_RE: 55.0,
+        col.TEST_RT: -5.5, col.TEST_RT_ELBO: -5.25, col.FLOW_LOGDET: 0.25, col.FID: float("nan")}})
+    curves.on_experiment_end([])
+
+    run = tmp_path / "store" / "tensorboard" / "retry" / name
+    assert len(list(run.glob("events.out.tfevents.*"))) == 2
+    got = scalars(run)
+    assert got["train/neg_elbo"] == {1: 101.0, 2: 102.0, 3: 53.0, 4: 54.0}
+    assert got["train/re"] == {1: 100.0, 2: 101.0, 3: 52.0, 4: 53.0}
+    assert got["test/neg_elbo"] == {4: 60.5} and got["test/rt_elbo"] == {4: -5.25}
+    assert "test/fid" not in got
+    # a remote store (here fsspec's memory://) gets the same files, copied whole
+    import fsspec
+
+    remote = CurvesCallback("memory://curves-store", "retry")
+    remote.on_trial_result(0, [], trial, epoch(1, 7.0))
+    remote.on_experiment_end([])
+    memory = fsspec.filesystem("memory")
+    copied = memory.glob(f"/curves-store/tensorboard/retry/{name}/events.out.tfevents.*")
+    assert len(copied) == 1
+    (tmp_path / "copied").mkdir()
+    (tmp_path / "copied" / Path(copied[0]).name).write_bytes(memory.cat_file(copied[0]))
+    assert scalars(tmp_path / "copied")["train/neg_elbo"] == {1: 7.0}
+
+    try:  # and as TensorBoard itself reads the run, where it is installed (the dev extra)
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return
+    accumulator = EventAccumulator(str(run))
+    accumulator.Reload()
+    assert [(e.step, e.value) for e in accumulator.Scalars("train/neg_elbo")] == [
+        (1, 101.0), (2, 102.0), (3, 53.0), (4, 54.0)]
+
+
+def test_a_remote_store_gets_each_finished_trial_s_curves_once(tmp_path: Path) -> None:
+    """A sync copies only the runs that changed: a finished trial is not sent again whenever
+    another trial reports (that would make every sync cost the whole sweep)."""
+    import fsspec
+
+    from rlv.service.curves import CurvesCallback
+    from rlv.service.trainable import EPOCH_KEY, ROW_KEY
+
+    def result(name: str, e: int) -> dict[str, Any]:
+        return {EPOCH_KEY: {col.TRIAL_ID: name, col.EPOCH: e, col.TRAIN_NEG_ELBO: 10.0 + e}}
+
+    def final(name: str) -> dict[str, Any]:
+        return {ROW_KEY: {col.TRIAL_ID: name, col.EPOCHS: 1, col.TEST_NEG_ELBO: 9.0}}
+
+    memory = fsspec.filesystem("memory")
+    curves = CurvesCallback("memory://once-store", "once")
+    first, second = NamedTrial("first"), NamedTrial("second")
+    curves.on_trial_result(0, [], first, result("first", 1))
+    curves.on_trial_result(0, [], first, final("first"))  # finished: its run is sent now
+    sent = memory.glob("/once-store/tensorboard/once/first/events.out.tfevents.*")
+    assert len(sent) == 1
+    memory.rm(sent[0])  # if a later sync sent the finished run again, it would reappear
+    curves.on_trial_result(0, [], second, result("second", 1))
+    curves.on_trial_result(0, [], second, final("second"))
+    curves.on_experiment_end([])
+    assert memory.glob("/once-store/tensorboard/once/first/*") == []
+    copied = memory.glob("/once-store/tensorboard/once/second/events.out.tfevents.*")
+    assert len(copied) == 1
+    (tmp_path / "second").mkdir()
+    (tmp_path / "second" / Path(copied[0]).name).write_bytes(memory.cat_file(copied[0]))
+    assert scalars(tmp_path / "second")["train/neg_elbo"] == {1: 11.0}
+
+
+# --- the learning curves and the progress actor, on a real Ray ----------------------------------
+
+
+def launch(path: Path, cluster: Any) -> subprocess.CompletedProcess[str]:
+    """`rlv launch` as a user runs it, as its own driver of the cluster."""
+    return subprocess.run(["rlv", "launch", str(path), "--address", cluster.address],
+                          capture_output=True, text=True, timeout=600)
+
+
+def board_log(cluster: Any, sweep: str) -> str:
+    """The progress actor's log, through the dashboard's log API (what its page shows)."""
+    from ray.util.state import get_log, list_actors
+
+    from rlv.service.dashboard import board_name
+
+    actors = list_actors(address=cluster.address, filters=[("name", "=", board_name(sweep))],
+                         detail=True)
+    assert len(actors) == 1 and actors[0].class_name == "SweepBoard", actors
+    return "".join(get_log(address=cluster.address, actor_id=actors[0].actor_id, tail=1000,
+                           timeout=30))
+
+
+@pytest.mark.slow
+def test_every_trial_gets_a_tensorboard_run_matching_the_store_and_the_board_shows_progress(
+        tmp_path: Path, watch_cluster) -> None:  # type: ignore[no-untyped-def]
+    from ray.util.state import list_actors
+
+    from rlv.store.status import sweep_status
+    from rlv.sweep.files import load_sweep
+
+    path = write_sweep(tmp_path, "curves", settings={"train": {"epochs": 4}})
+    out = launch(path, watch_cluster)
+    assert out.returncode == 0, out.stdout + out.stderr
+    logdir = tmp_path / "store" / "tensorboard" / "curves"
+    assert f"learning curves: tensorboard --logdir {logdir} --host 127.0.0.1" in out.stdout
+    assert f"Ray dashboard: {watch_cluster.dashboard}" in out.stdout
+    token_file = os.environ["RAY_AUTH_TOKEN_PATH"]  # the session's token (tests/conftest.py)
+    assert (f"it asks for a token: paste what `ray get-auth-token` prints (Ray reads it from "
+            f"the file {token_file})") in out.stdout
+    assert "Jobs > Job name 'rlv sweep curves'" in out.stdout
+
+    store = tmp_path / "store"
+    epochs = pd.read_parquet(store / "epochs", filters=[(col.SWEEP, "=", "curves")])
+    trials = pd.read_parquet(store / "trials", filters=[(col.SWEEP, "=", "curves")])
+    runs = sorted(p.name for p in logdir.iterdir())
+    assert runs == sorted(trials[col.TRIAL_ID])  # one run per trial, named by its id
+    for trial_id in runs:
+        got = scalars(logdir / trial_id)
+        mine = epochs[epochs[col.TRIAL_ID] == trial_id].set_index(col.EPOCH).sort_index()
+        for tag, column in [("train/neg_elbo", col.TRAIN_NEG_ELBO), ("train/re", col.TRAIN_RE),
+                            ("train/rt", col.TRAIN_RT), ("train/flow_logdet", col.FLOW_LOGDET),
+                            ("train/epoch_time_s", col.EPOCH_TIME_S)]:
+            assert sorted(got[tag]) == [1, 2, 3, 4], tag
+            for epoch, value in got[tag].items():
+                assert value == pytest.approx(float(mine.loc[epoch, column]), rel=1e-6), (tag, epoch)
+        row = trials[trials[col.TRIAL_ID] == trial_id].iloc[0]
+        assert got["test/neg_elbo"] == {4: pytest.approx(float(row[col.TEST_NEG_ELBO]), rel=1e-6)}
+        assert got["test/rt_elbo"] == {4: pytest.approx(float(row[col.TEST_RT_ELBO]), rel=1e-6)}
+        assert "test/fid" not in got  # FID skipped (fid_samples 0): no point rather than NaN
+
+    # the job carries the sweep's name: the dashboard's Job name column
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(watch_cluster.dashboard).list_jobs()
+    assert any((j.metadata or {}).get("job_name") == "rlv sweep curves" for j in jobs)
+    # the progress actor's log ends with the lines `rlv status` prints
+    log = board_log(watch_cluster, "curves")
+    final = log.rsplit("--- ", 1)[-1]
+    assert "sweep curves: 2 finished, 0 running, 0 failed, 0 pending (of 2)" in final
+    assert sweep_status(load_sweep(str(path)), str(store)).lines()[0] in final
+    # while the trials ran it said where: this node, and the pids of their ImplicitFunc actors
+    functions = {a.pid for a in list_actors(address=watch_cluster.address, detail=True,
+                                            filters=[("class_name", "=", "ImplicitFunc")],
+                                            limit=1000)}
+    shown = {line.strip() for line in log.splitlines() if line.strip().startswith("running")}
+    for trial_id in runs:
+        placed = [line for line in shown if line.startswith(f"running  {trial_id} (epoch ")]
+        assert placed, log
+        pids = {int(line.rsplit(" pid ", 1)[1].rstrip(")")) for line in placed}
+        assert pids <= functions, (placed, functions)
+
+
+@pytest.mark.slow
+def test_a_failed_trial_shows_its_one_line_reason_on_the_board_and_in_rlv_status(
+        tmp_path: Path, watch_cluster) -> None:  # type: ignore[no-untyped-def]
+    from rlv.store.status import sweep_status
+    from rlv.sweep.files import load_sweep
+
+    # an absurd learning rate drives the loss to NaN, which the trial reports as divergence
+    path = write_sweep(tmp_path, "boardfail", factors={"encoder": ["L"], "prior": ["normal"]},
+                       settings={"train": {"lr": 1.0e12}})
+    out = launch(path, watch_cluster)
+    assert out.returncode == 1, out.stdout + out.stderr
+    status = sweep_status(load_sweep(str(path)), str(tmp_path / "store")).lines()
+    failed = [line for line in status if line.startswith("  failed   L-fc-normal-s0: ")]
+    assert len(failed) == 1 and "diverged" in failed[0], status
+    final = board_log(watch_cluster, "boardfail").rsplit("--- ", 1)[-1]
+    assert "0 finished, 0 running, 1 failed, 0 pending (of 1)" in final
+    assert failed[0] in final.splitlines()
+
+
+@pytest.mark.slow
+def test_the_jobs_path_names_the_job_after_the_sweep_and_its_log_and_board_show_progress(
+        tmp_path: Path, watch_cluster) -> None:  # type: ignore[no-untyped-def]
+    from ray.job_submission import JobSubmissionClient, JobType
+
+    path = write_sweep(tmp_path, "jobwatch", factors={"encoder": ["RKS"], "prior": ["normal"]})
+    out = subprocess.run(["rlv", "launch", str(path), "--address", watch_cluster.dashboard],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ("the sweep: Jobs > Job name 'rlv sweep jobwatch'; its progress: the job's Logs, or "
+            "Actors > rlv-sweep:jobwatch > Logs") in out.stdout
+    token_file = os.environ["RAY_AUTH_TOKEN_PATH"]  # how to get in, on this path too
+    assert (f"it asks for a token: paste what `ray get-auth-token` prints (Ray reads it from "
+            f"the file {token_file})") in out.stdout
+    client = JobSubmissionClient(watch_cluster.dashboard)
+    jobs = [j for j in client.list_jobs() if j.type == JobType.SUBMISSION
+            and (j.metadata or {}).get("job_name") == "rlv sweep jobwatch"]
+    assert len(jobs) == 1 and str(jobs[0].submission_id).startswith("rlv-jobwatch-"), jobs
+    # the job's page shows its driver's log: the per-trial progress lines
+    log = client.get_job_logs(str(jobs[0].submission_id))
+    assert "RKS-fc-normal-s0 started" in log and "] RKS-fc-normal-s0 finished in " in log
+    assert "sweep jobwatch: 1/1 trials finished" in log
+    final = board_log(watch_cluster, "jobwatch").rsplit("--- ", 1)[-1]
+    assert "sweep jobwatch: 1 finished, 0 running, 0 failed, 0 pending (of 1)" in final
