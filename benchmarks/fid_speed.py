@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
-from rlv import fid  # noqa: E402
-from rlv.data import Mnist  # noqa: E402
-from rlv.fid_weights import inception_weights_path  # noqa: E402
+from rlv.datasets import Mnist  # noqa: E402
+from rlv.trial import fid  # noqa: E402
+from rlv.trial.fid_weights import inception_weights_path  # noqa: E402
 
 T = TypeVar("T")
 

