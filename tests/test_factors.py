@@ -189,8 +189,9 @@ def test_setting_factors_are_typed_columns_of_both_store_tables(tmp_path: Path) 
     chosen = [c for c in spec.trials() if c.model.encoder == "NL" and c.seed == 0]
     for cfg in chosen:
         result = run_trial(cfg)
-        writer.write_trial(result.row, result.images.by_column())
-        writer.write_epochs([epoch_row(cfg, m) for m in result.epochs])
+        writer.queue_epochs([epoch_row(cfg, m) for m in result.epochs])
+        writer.queue_trial(result.row, result.images.by_column())
+        writer.flush()  # a batch file per trial in each table: each file is typed on its own
     trials = pq.read_table(tmp_path / "trials").to_pandas()
     epochs = pq.read_table(tmp_path / "epochs").to_pandas()
     assert sorted(trials[col.TRIAL_ID]) == ["NL-fc-normal-latent_dim4-s0", "NL-fc-normal-latent_dim8-s0"]

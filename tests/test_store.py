@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -30,51 +31,86 @@ def trial_row(trial: str) -> dict[str, Any]:
 
 
 def test_rows_are_written_once_even_when_reported_again(tmp_path: Path) -> None:
+    # a driver's reports: a trial's epochs (losses tell the reports apart), again before the
+    # flush, again after it, and again by a resumed driver
+    first, before_flush, after_flush, resumed = (epoch_rows("a", range(1, 4), loss=1.0),
+                                                 epoch_rows("a", range(2, 6), loss=2.0),
+                                                 epoch_rows("a", range(1, 4), loss=3.0),
+                                                 epoch_rows("a", range(1, 7), loss=4.0))
+    kept: dict[int, float] = {}  # the first report of each epoch: the one the store must hold
+    for r in first + before_flush + after_flush + resumed:
+        kept.setdefault(r[col.EPOCH], r[col.TRAIN_NEG_ELBO])
+
+    def new(rows: list[dict[str, Any]], *seen: list[dict[str, Any]]) -> int:
+        return len({r[col.EPOCH] for r in rows} - {r[col.EPOCH] for s in seen for r in s})
+
     writer = StoreWriter(str(tmp_path), "s")
-    assert writer.write_epochs(epoch_rows("a", range(1, 4))) == 3
-    assert writer.write_epochs(epoch_rows("a", range(2, 6), loss=9.0)) == 2  # 2, 3 seen already
-    assert writer.write_trial(trial_row("a"), {col.IMAGE_SAMPLES: b"\x89PNG"})
-    assert not writer.write_trial(trial_row("a"), {})
+    assert writer.queue_epochs(first) == len(first)
+    assert writer.queue_epochs(before_flush) == new(before_flush, first)  # queued already
+    assert writer.queue_trial(trial_row("a"), {})
+    assert not writer.queue_trial(trial_row("a"), {})
+    assert writer.flush() == ["a"]
+    assert writer.queue_epochs(after_flush) == new(after_flush, first, before_flush) == 0
+    assert not writer.queue_trial(trial_row("a"), {})  # in the store already
+    assert writer.flush() == []
     # a new writer (a resumed driver) knows what the store holds
     again = StoreWriter(str(tmp_path), "s")
-    assert again.write_epochs(epoch_rows("a", range(1, 7))) == 1  # only epoch 6 is new
-    assert not again.write_trial(trial_row("a"), {})
+    assert again.queue_epochs(resumed) == new(resumed, first, before_flush)
+    assert not again.queue_trial(trial_row("a"), {})
+    assert again.flush() == []
     epochs = pd.read_parquet(tmp_path / "epochs")
-    assert sorted(epochs[col.EPOCH]) == [1, 2, 3, 4, 5, 6]
-    assert epochs.loc[epochs[col.EPOCH] == 3, col.TRAIN_NEG_ELBO].item() == 3.0  # the first kept
+    assert sorted(epochs[col.EPOCH]) == sorted(kept)  # each epoch once
+    assert dict(zip(epochs[col.EPOCH], epochs[col.TRAIN_NEG_ELBO], strict=True)) == kept
+    assert pd.read_parquet(tmp_path / "trials")[col.TRIAL_ID].tolist() == ["a"]
+
+
+def test_a_flushed_trial_row_is_typed_and_its_images_are_in_the_store(tmp_path: Path) -> None:
+    png = b"\x89PNG"
+    writer = StoreWriter(str(tmp_path), "s")
+    writer.queue_trial(trial_row("a"), {col.IMAGE_SAMPLES: png})
+    image = writer.image_path("a", col.IMAGE_SAMPLES)
+    assert (tmp_path / image).read_bytes() == png  # written when queued, before the row
+    writer.flush()
     trials = pd.read_parquet(tmp_path / "trials")
-    assert len(trials) == 1 and trials[col.SWEEP].astype(str).tolist() == ["s"]
-    assert trials["my_extra_metric"].item() == 3.5
+    assert trials[col.SWEEP].astype(str).tolist() == ["s"]
+    assert trials["my_extra_metric"].item() == trial_row("a")["my_extra_metric"]
     assert str(trials[col.STARTED_AT].dtype).startswith("datetime64")
-    image = trials[col.IMAGE_SAMPLES].item()
-    assert image == "images/s/a/samples.png" and (tmp_path / image).read_bytes() == b"\x89PNG"
+    assert trials[col.IMAGE_SAMPLES].item() == image == "images/s/a/samples.png"
 
 
 def test_sweeps_are_partitions_of_one_table(tmp_path: Path) -> None:
-    StoreWriter(str(tmp_path), "one").write_trial(trial_row("a"), {})
-    StoreWriter(str(tmp_path), "two").write_trial(trial_row("a"), {})
+    for sweep in ("one", "two"):
+        writer = StoreWriter(str(tmp_path), sweep)
+        writer.queue_trial(trial_row("a"), {})
+        writer.flush()
     trials = pd.read_parquet(tmp_path / "trials")
     assert sorted(trials[col.SWEEP].astype(str)) == ["one", "two"]
     only = pd.read_parquet(tmp_path / "trials", filters=[(col.SWEEP, "=", "two")])
-    assert len(only) == 1
+    assert only[col.SWEEP].astype(str).tolist() == ["two"]
 
 
 def test_no_temporary_files_are_left_or_read(tmp_path: Path) -> None:
     writer = StoreWriter(str(tmp_path), "s")
-    writer.write_epochs(epoch_rows("a", range(1, 3)))
-    (tmp_path / "epochs" / "sweep=s" / ".half-written.parquet.tmp").write_bytes(b"junk")
-    assert len(pd.read_parquet(tmp_path / "epochs")) == 2
-    assert not [p for p in (tmp_path / "epochs").rglob("*") if p.name.startswith(".")][1:]
+    rows = epoch_rows("a", range(1, 3))
+    writer.queue_epochs(rows)
+    writer.flush()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # none left
+    junk = tmp_path / "epochs" / "sweep=s" / ".half-written.parquet.tmp"
+    junk.write_bytes(b"junk")
+    assert len(pd.read_parquet(tmp_path / "epochs")) == len(rows)  # nor read
 
 
 def test_a_uri_store_works_like_a_folder(tmp_path: Path) -> None:
     writer = StoreWriter(f"file://{tmp_path}", "s")
-    writer.write_trial(trial_row("a"), {})
-    assert len(pd.read_parquet(tmp_path / "trials")) == 1
+    writer.queue_trial(trial_row("a"), {})
+    writer.flush()
+    assert pd.read_parquet(tmp_path / "trials")[col.TRIAL_ID].tolist() == ["a"]
 
 
 def test_a_corrupt_file_is_named_and_nothing_is_lost(tmp_path: Path) -> None:
-    StoreWriter(str(tmp_path), "s").write_epochs(epoch_rows("a", range(1, 3)))
+    writer = StoreWriter(str(tmp_path), "s")
+    writer.queue_epochs(epoch_rows("a", range(1, 3)))
+    writer.flush()
     bad = tmp_path / "epochs" / "sweep=s" / "b-e00001-00001.parquet"
     bad.write_bytes(b"not parquet")
     before = sorted(p.name for p in (tmp_path / "epochs" / "sweep=s").iterdir())
@@ -85,15 +121,18 @@ def test_a_corrupt_file_is_named_and_nothing_is_lost(tmp_path: Path) -> None:
 
 def test_keys_come_from_one_listing_of_file_names(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    writer = StoreWriter(str(tmp_path), "s")
-    writer.write_epochs(epoch_rows("a", range(1, 3)) + epoch_rows("a", range(4, 5)))
-    # 3 and 5 are new, 4 is not: each file holds one contiguous run, so its name lists its keys
-    assert writer.write_epochs(epoch_rows("a", range(1, 6)) + epoch_rows("b-e1", range(1, 3))) == 4
-    writer.write_trial(trial_row("a"), {})
-    names = sorted(p.name for p in (tmp_path / "epochs" / "sweep=s").iterdir())
-    assert names == ["a-e00001-00002.parquet", "a-e00003-00003.parquet", "a-e00004-00004.parquet",
-                     "a-e00005-00005.parquet", "b-e1-e00001-00002.parquet"]
-    (tmp_path / "trials" / "sweep=s" / "_metadata").write_bytes(b"")  # not data: skipped
+    """Per-trial files (TRIAL_ID.parquet; TRIAL-eFIRST-LAST.parquet, a contiguous run of epochs),
+    as stores written before batches hold them: their names are their keys."""
+    trials, epochs = tmp_path / "trials" / "sweep=s", tmp_path / "epochs" / "sweep=s"
+    trials.mkdir(parents=True)
+    epochs.mkdir(parents=True)
+    runs = {"a": [(1, 2), (3, 5)], "b-e1": [(1, 2)]}  # b-e1: an id that looks like a run
+    for trial, spans in runs.items():
+        for first, last in spans:
+            pq.write_table(pa.Table.from_pylist(epoch_rows(trial, range(first, last + 1))),
+                           epochs / f"{trial}-e{first:05d}-{last:05d}.parquet")
+    pq.write_table(pa.Table.from_pylist([trial_row("a")]), trials / "a.parquet")
+    (trials / "_metadata").write_bytes(b"")  # not data: skipped
 
     def no_reading(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the keys were read from a file, not its name")
@@ -102,7 +141,8 @@ def test_keys_come_from_one_listing_of_file_names(tmp_path: Path,
     monkeypatch.setattr(pq, "ParquetFile", no_reading)
     again = StoreWriter(str(tmp_path), "s")
     assert again.trials_written == {"a"} == finished_trials(str(tmp_path), "s")
-    assert again.epochs_written == {("a", e) for e in range(1, 6)} | {("b-e1", 1), ("b-e1", 2)}
+    assert again.epochs_written == {(trial, e) for trial, spans in runs.items()
+                                    for first, last in spans for e in range(first, last + 1)}
     assert finished_trials(str(tmp_path), "none yet") == set()
 
 
@@ -117,12 +157,15 @@ def test_a_writer_makes_each_folder_once(tmp_path: Path) -> None:
 
     writer = StoreWriter(str(tmp_path), "s")
     writer._fs = pafs.PyFileSystem(Counting(fsspec.filesystem("file")))
-    for epoch in range(1, 4):
-        writer.write_status({"epoch": epoch})  # the heartbeat
-        writer.write_epochs(epoch_rows("a", range(epoch, epoch + 1)))  # a commit
+    heartbeats = range(1, 4)
+    for epoch in heartbeats:  # an epoch committed, then the heartbeat: status and a flush
+        writer.queue_epochs(epoch_rows("a", range(epoch, epoch + 1)))
+        writer.write_status({"epoch": epoch})
+        writer.flush()
     assert sorted(made) == [f"{tmp_path}/_status", f"{tmp_path}/epochs/sweep=s"]
-    assert read_status(str(tmp_path), "s") == {"epoch": 3}
-    assert len(pd.read_parquet(tmp_path / "epochs")) == 3
+    assert read_status(str(tmp_path), "s") == {"epoch": heartbeats[-1]}
+    assert len(list((tmp_path / "epochs" / "sweep=s").iterdir())) == len(heartbeats)  # a batch each
+    assert len(pd.read_parquet(tmp_path / "epochs")) == len(heartbeats)
 
 
 def test_json_files_missing_or_corrupt(tmp_path: Path) -> None:
@@ -152,7 +195,8 @@ def store_rows(store: Path, cfgs: list[Any]) -> None:
     """Rows as the driver writes them, each with its trial's config (what matching reads)."""
     writer = StoreWriter(str(store), "g")
     for cfg in cfgs:
-        writer.write_trial({**trial_row(cfg.name), col.CONFIG: cfg.to_json()}, {})
+        writer.queue_trial({**trial_row(cfg.name), col.CONFIG: cfg.to_json()}, {})
+    writer.flush()
 
 
 def test_a_trial_is_its_content_not_its_name() -> None:

@@ -1,15 +1,15 @@
 """The results store: Hive-partitioned Parquet that pandas reads directly (a public contract).
 
-    STORE/trials/sweep=NAME/TRIAL_ID.parquet             one row per finished trial, or
     STORE/trials/sweep=NAME/batch-TIME-ID.parquet         the rows of the trials of one flush
-    STORE/epochs/sweep=NAME/TRIAL_ID-eFIRST-LAST.parquet  the epoch rows of one commit, or
     STORE/epochs/sweep=NAME/batch-TIME-ID.parquet         the epoch rows of one flush
+    STORE/trials/sweep=NAME/TRIAL_ID.parquet             (stores of rlv before batches: one
+    STORE/epochs/sweep=NAME/TRIAL_ID-eFIRST-LAST.parquet  file per trial or commit; still read)
     STORE/images/NAME/TRIAL_ID/{reconstructions,samples,interpolations}.png
 
 STORE is a local folder or a URI that pyarrow opens (s3://, gs://, file://). Only the driver
 writes, through one StoreWriter, and `rlv launch` refuses to start a second driver on a sweep whose
-driver is alive. Exactly once: a trial row's file is named by the trial, so a rewrite replaces
-it; an epoch row is written only if its (trial, epoch) key is not in the store yet (the writer
+driver is alive. Exactly once: a row is written only if its trial or (trial, epoch) key is not in
+the store yet (the writer
 lists the keys when it opens a sweep: file names carry them, and a batch file's key columns are
 read; a sweep driver writes batches, one file per table every HEARTBEAT_S, so that a store of
 thousands of trials is tens of files that pandas reads in a moment, not thousands). Files appear
@@ -131,11 +131,6 @@ def read_json(fs: pafs.FileSystem, path: str) -> Any:
         # written atomically, so only a file edited or truncated by hand is torn
         raise RlvError(f"corrupt JSON file {path} ({first_line(exc)}); fix or remove it") from None
 
-
-
-def epoch_file_name(trial_id: str, first: int, last: int) -> str:
-    """The file of a trial's epochs FIRST..LAST: its name lists its keys."""
-    return f"{trial_id}-e{first:05d}-{last:05d}{PARQUET}"
 
 
 def partition(root: str, table: str, sweep: str) -> str:

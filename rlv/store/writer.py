@@ -19,10 +19,8 @@ import pyarrow.parquet as pq
 
 from rlv import columns as col
 from rlv.store.files import (
-    PARQUET,
     STATUS_DIR,
     batch_file_name,
-    epoch_file_name,
     epoch_keys,
     open_store,
     partition,
@@ -44,7 +42,7 @@ TRIAL_SCHEMA = pa.schema([
     (col.GAP_NEG_ELBO, _FLOAT), (col.GAP_RE, _FLOAT), (col.GAP_RT, _FLOAT),
     (col.FID, _FLOAT), (col.FID_SAMPLES, _INT), (col.EPOCH_TIME_S, _FLOAT),
     (col.TRAINABLE_PARAMS, _INT), (col.FROZEN_PARAMS, _INT), (col.DEVICE, _STRING),
-    (col.NODE_ID, _STRING), (col.HOSTNAME, _STRING),
+    (col.NODE_ID, _STRING), (col.HOSTNAME, _STRING), (col.GPU_SHARE, _FLOAT),
     (col.STARTED_AT, _TIME), (col.FINISHED_AT, _TIME), (col.TRIAL_SECONDS, _FLOAT),
     (col.RLV_VERSION, _STRING), (col.TORCH_VERSION, _STRING), (col.RAY_VERSION, _STRING),
     (col.CONFIG, _STRING),
@@ -136,28 +134,6 @@ class StoreWriter:
         pq.write_table(table, buffer)
         self._write(path, buffer.getvalue())
 
-    def write_epochs(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Write the epoch rows not in the store yet (one file per contiguous run of a trial's
-        epochs, so that the file name lists its keys); returns how many."""
-        fresh: dict[tuple[str, int], dict[str, Any]] = {}
-        for r in rows:
-            key = (r[col.TRIAL_ID], r[col.EPOCH])
-            if key not in self.epochs_written:
-                fresh.setdefault(key, r)  # the first report of an epoch is the one kept
-        runs: list[list[dict[str, Any]]] = []
-        for (trial_id, epoch), r in sorted(fresh.items(), key=lambda item: item[0]):
-            last = runs[-1][-1] if runs else None
-            if last is not None and last[col.TRIAL_ID] == trial_id and last[col.EPOCH] == epoch - 1:
-                runs[-1].append(r)
-            else:
-                runs.append([r])
-        for run in runs:
-            trial_id, first, last_epoch = run[0][col.TRIAL_ID], run[0][col.EPOCH], run[-1][col.EPOCH]
-            path = f"{self._partition(col.EPOCHS_TABLE)}/{epoch_file_name(trial_id, first, last_epoch)}"
-            self._write_table(path, _table(run, EPOCH_SCHEMA))
-            self.epochs_written.update((trial_id, r[col.EPOCH]) for r in run)
-        return len(fresh)
-
     # --- batches: what a sweep driver writes ------------------------------------------------
     def queue_epochs(self, rows: Iterable[dict[str, Any]]) -> int:
         """Queue the epoch rows not in the store (nor queued) yet, for the next flush."""
@@ -207,15 +183,3 @@ class StoreWriter:
             self._write(f"{self._root}/{relative}", png)
             row[column] = relative
         return row
-
-    def write_trial(self, row: dict[str, Any], images: dict[str, bytes]) -> bool:
-        """Write a finished trial's images and row (once); False if it was already there."""
-        trial_id = row[col.TRIAL_ID]
-        if trial_id in self.trials_written:
-            return False
-        row = self._with_images(row, images)
-        self._write_table(f"{self._partition(col.TRIALS_TABLE)}/{trial_id}{PARQUET}",
-                          _table([row], TRIAL_SCHEMA))
-        self.trials_written.add(trial_id)
-        return True
-
