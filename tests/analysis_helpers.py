@@ -171,3 +171,23 @@ def synthetic_store(
     """A complete store: synthetic trials (kwargs as for `synthetic_trials`) and their epochs."""
     trials = synthetic_trials(sweep_dir=sweep, **kwargs)  # type: ignore[arg-type]
     return write_store(root, trials, sweep, synthetic_epochs(trials), images=images)
+
+
+def sum_coded_design(
+    rows: pd.DataFrame, terms: list[tuple[str, ...]]
+) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Intercept, then per term the products of its factors' sum-coded (deviation) columns, with
+    the term owning each column (() for the intercept): SPSS's parameterisation, built here."""
+    coded = {}
+    for factor in {f for term in terms for f in term}:
+        values = rows[factor].astype(str).to_numpy()
+        levels = np.unique(values)
+        # level k's column: 1 at k, -1 at the last level, so the effects sum to zero
+        coded[factor] = [(values == k).astype(float) - (values == levels[-1]) for k in levels[:-1]]
+    columns: list[np.ndarray] = [np.ones(len(rows))]
+    owner: list[tuple[str, ...]] = [()]
+    for term in terms:
+        for combo in itertools.product(*(coded[f] for f in term)):
+            columns.append(np.prod(combo, axis=0))
+            owner.append(term)
+    return np.column_stack(columns), owner

@@ -6,6 +6,7 @@ model plus seeded noise (tests/analysis_helpers.py), and expectations are comput
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,14 @@ import pandas as pd
 import pytest
 
 # pytest puts tests/ on sys.path (no __init__.py there): the helpers import by name.
-from analysis_helpers import synthetic_epochs, synthetic_store, synthetic_trials, write_store
+from analysis_helpers import (
+    sum_coded_design,
+    synthetic_epochs,
+    synthetic_store,
+    synthetic_trials,
+    write_store,
+)
+from scipy import stats
 from statsmodels.stats.multicomp import pairwise_tukeyhsd
 
 from rlv import columns as col
@@ -307,19 +315,63 @@ def test_unbalanced_and_incomplete_store_is_analysed_and_flagged(tmp_path: Path)
     assert fid["F"].notna().all()
 
 
-def test_type3_equals_extra_sum_of_squares_when_unbalanced(tmp_path: Path) -> None:
-    """statsmodels' Type III Wald tests and the fallback's model comparison must agree."""
-    from rlv.analysis.anova import _extra_ss, _type3
+def _least_squares_type3(
+    rows: pd.DataFrame, metric: str, terms: list[tuple[str, ...]]
+) -> dict[str, tuple[float, int, float, float]]:
+    """Per term (SS, df, F, p): the RSS the full sum-coded model loses without the term's columns,
+    the rank those columns add, and the F test of that against the full model's residual."""
 
-    trials = synthetic_trials(rng_seed=3)
-    write_store(tmp_path, trials.drop(index=[0, 7, 30, 31, 64]))
-    for fit in fit_models(load_store(tmp_path), [col.TEST_RE, col.TEST_NEG_ELBO]):
-        assert not fit.balanced and fit.full_rank
-        wald, extra = _type3(fit), _extra_ss(fit)
-        assert wald.keys() == extra.keys()
-        for term, (ss, df) in wald.items():
-            assert extra[term][0] == pytest.approx(ss, rel=1e-8)
-            assert extra[term][1] == df
+    def rss_rank(x: np.ndarray) -> tuple[float, int]:
+        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        return float(((y - x @ beta) ** 2).sum()), int(np.linalg.matrix_rank(x))
+
+    y = rows[metric].to_numpy(float)
+    x, owner = sum_coded_design(rows, terms)
+    rss_full, rank_full = rss_rank(x)
+    resid_df = len(y) - rank_full
+    out = {}
+    for term in terms:
+        rss, rank = rss_rank(x[:, [i for i, t in enumerate(owner) if t != term]])
+        ss, df = rss - rss_full, rank_full - rank
+        f_value = (ss / df) / (rss_full / resid_df)
+        out[":".join(term)] = (ss, df, f_value, float(stats.f.sf(f_value, df, resid_df)))
+    return out
+
+
+def test_type3_on_unbalanced_data_equals_least_squares_on_sum_coded_columns(tmp_path: Path) -> None:
+    """Unbalanced, every cell filled: Type I, II and III differ here, and only Type III with
+    sum-to-zero columns (SPSS's GLM, which the thesis used) equals dropping each term's columns
+    from the full model. The fallback for rank-deficient designs must give the same numbers."""
+    from rlv.analysis.anova import _extra_ss
+
+    trials = synthetic_trials(rng_seed=3).drop(index=[0, 7, 30, 31, 64])
+    write_store(tmp_path, trials)
+    results = load_store(tmp_path)
+    factors = [col.ENCODER, col.LAYER, col.PRIOR]
+    # the models of design.py's table, written out: test_re the full factorial, test_neg_elbo
+    # prior + encoder * layer
+    models = {
+        col.TEST_RE: [t for k in (1, 2, 3) for t in itertools.combinations(factors, k)],
+        col.TEST_NEG_ELBO: [(col.ENCODER,), (col.LAYER,), (col.PRIOR,), (col.ENCODER, col.LAYER)],
+    }
+    anova = _thesis(anova_table(results, list(models)))
+    for metric, terms in models.items():
+        want = _least_squares_type3(trials, metric, terms)
+        rows = anova[anova["metric"] == metric].set_index("term")
+        assert not rows["balanced"].any() and (rows["n"] == len(trials)).all()
+        assert sorted(rows.index) == sorted(want)
+        for term, (ss, df, f_value, p_value) in want.items():
+            row = rows.loc[term]
+            assert row["df"] == df, term
+            assert row["ss"] == pytest.approx(ss, rel=1e-8), term
+            assert row["F"] == pytest.approx(f_value, rel=1e-8), term
+            assert row["p"] == pytest.approx(p_value, rel=1e-8), term
+    for fit in fit_models(results, list(models), blocks=False):
+        want = _least_squares_type3(trials, fit.metric, models[fit.metric])
+        for fallback_term, (fallback_ss, fallback_df) in _extra_ss(fit).items():
+            name = ":".join(fallback_term)
+            assert fallback_ss == pytest.approx(want[name][0], rel=1e-8), name
+            assert fallback_df == want[name][1], name
 
 
 def test_metric_missing_everywhere(tmp_path: Path) -> None:

@@ -1,14 +1,22 @@
 """`rlv plan`: seeds per cell from the store's residual variance and the noncentral F.
 
-Expected numbers come from numpy least squares and direct scipy.stats.ncf / f calls written here.
-The command runs in-process (rlv.cli.app with Typer's CliRunner; errors through rlv.cli.main).
+The expected plans are derived here from the semantics README and plan.py document, not from
+plan.py's formula: the model's design matrix is built with numpy (intercept plus sum-coded columns
+and their products), sigma is its least-squares residual sd, and the noncentrality is the extra
+sum of squares that the factor's columns explain in the noise-free means of Cohen's pattern (two
+levels delta apart, the rest at the grand mean), over sigma^2, with df from the matrix ranks. The
+power is then scipy.stats.ncf's tail beyond scipy.stats.f's critical value, and the seeds per cell
+the first n, counting up, that reaches the target. The command runs in-process (rlv.cli.app with
+Typer's CliRunner; errors through rlv.cli.main).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +24,23 @@ import pandas as pd
 import pytest
 
 # pytest puts tests/ on sys.path (no __init__.py there): the helpers import by name.
-from analysis_helpers import synthetic_trials, write_store
+from analysis_helpers import sum_coded_design, synthetic_trials, write_store
 from scipy import stats
 from typer.testing import CliRunner
 
 from rlv import cli
 from rlv import columns as col
 from rlv.analysis.plan import plan_seeds
+
+Term = tuple[str, ...]
+FACTORS = (col.ENCODER, col.LAYER, col.PRIOR)
+# The models of README's table (design.py's docstring), written out: test_re gets the full
+# factorial, test_neg_elbo prior + encoder * layer (prior without interactions).
+MODELS: dict[str, tuple[Term, ...]] = {
+    col.TEST_RE: tuple(t for k in (1, 2, 3) for t in itertools.combinations(FACTORS, k)),
+    col.TEST_NEG_ELBO: ((col.ENCODER,), (col.LAYER,), (col.PRIOR,), (col.ENCODER, col.LAYER)),
+}
+MAX_N = 1000  # a search that gets here means the setup is wrong, not that the plan is
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +50,59 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _power(f: float, n_total: int, a: int, params: int, alpha: float) -> float:
-    df2 = n_total - params
-    return float(stats.ncf.sf(stats.f.isf(alpha, a - 1, df2), a - 1, df2, f * f * n_total))
-
-
-def _sigma_full_factorial(trials: pd.DataFrame, metric: str) -> tuple[float, int]:
-    """Residual sd of the full factorial by least squares on cell indicators, and its params."""
-    keys = trials[[col.ENCODER, col.LAYER, col.PRIOR]].astype(str).agg("|".join, axis=1)
-    x = (keys.to_numpy()[:, None] == np.unique(keys)[None, :]).astype(float)
-    y = trials[metric].to_numpy(float)
+def _rss(x: np.ndarray, y: np.ndarray) -> float:
     beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-    rss = float(((y - x @ beta) ** 2).sum())
-    return math.sqrt(rss / (len(y) - x.shape[1])), x.shape[1]
+    return float(((y - x @ beta) ** 2).sum())
+
+
+@dataclass(frozen=True)
+class Expected:
+    sigma: float
+    params: int
+    f: float
+    cells: int
+    current_power: float
+    seeds: int
+    power_below: float  # the power at seeds - 1 (nan where that design has no residual df)
+
+
+def _expected(
+    trials: pd.DataFrame, metric: str, factor: str, delta: float, power: float, alpha: float
+) -> Expected:
+    terms = MODELS[metric]
+    x, _ = sum_coded_design(trials, terms)
+    params = int(np.linalg.matrix_rank(x))
+    sigma = math.sqrt(_rss(x, trials[metric].to_numpy(float)) / (len(trials) - params))
+    grid = trials[list(FACTORS)].drop_duplicates().reset_index(drop=True)
+    first, second = sorted(trials[factor].astype(str).unique())[:2]
+
+    def power_of(rows: pd.DataFrame) -> tuple[float, float]:
+        """(power, noncentrality) of the F test of `factor` in the model fitted to `rows`."""
+        full, owner = sum_coded_design(rows, terms)
+        reduced = full[:, [i for i, t in enumerate(owner) if t != (factor,)]]
+        # Cohen's pattern: two level means delta apart, every other level at the grand mean.
+        level = rows[factor].astype(str).to_numpy()
+        means = delta / 2 * ((level == first).astype(float) - (level == second))
+        noncentrality = (_rss(reduced, means) - _rss(full, means)) / sigma**2
+        rank = int(np.linalg.matrix_rank(full))
+        df1, df2 = rank - int(np.linalg.matrix_rank(reduced)), len(rows) - rank
+        if df2 <= 0:
+            return math.nan, noncentrality
+        critical = stats.f.ppf(1 - alpha, df1, df2)
+        return float(1 - stats.ncf.cdf(critical, df1, df2, noncentrality)), noncentrality
+
+    current, noncentrality = power_of(trials)
+    below = math.nan
+    for n in range(1, MAX_N):
+        reached, _ = power_of(grid.loc[grid.index.repeat(n)])
+        if reached >= power:  # nan (no residual df) is never enough
+            break
+        below = reached
+    else:
+        raise AssertionError(f"no n below {MAX_N} reaches power {power}")
+    # Cohen's f is the noncentrality per trial, square-rooted.
+    f = math.sqrt(noncentrality / len(trials))
+    return Expected(sigma, params, f, len(grid), current, n, below)
 
 
 @pytest.mark.parametrize("factor,delta", [(col.ENCODER, 2.0), (col.PRIOR, 1.5), (col.LAYER, 1.0)])
@@ -57,59 +115,43 @@ def test_seeds_per_cell_from_the_noncentral_f(store: Path, factor: str, delta: f
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
     trials = pd.read_parquet(store / "trials")
-    sigma, params = _sigma_full_factorial(trials, col.TEST_RE)
-    a, cells = trials[factor].nunique(), 24
-    f = delta / (sigma * math.sqrt(2 * a))
-    assert plan["sigma"] == pytest.approx(sigma, rel=1e-9)
-    assert plan["f"] == pytest.approx(f, rel=1e-9)
-    assert plan["current_power"] == pytest.approx(_power(f, len(trials), a, params, 0.01), rel=1e-9)
-    n = plan["seeds_per_cell"]
-    assert _power(f, n * cells, a, params, 0.01) >= 0.8  # enough ...
-    assert n * cells - cells <= params or _power(f, (n - 1) * cells, a, params, 0.01) < 0.8  # least
-    assert plan["trials_needed"] == n * cells
-
-
-def _fit_prior_covariate(trials: pd.DataFrame, metric: str) -> tuple[float, int]:
-    """Residual sd of prior + encoder * layer by least squares on a dummy-coded design built
-    here, and its parameter count (fewer than the 24 cells: prior does not interact)."""
-    enc, lay, pri = (pd.get_dummies(trials[f].astype(str), drop_first=True, dtype=float)
-                     for f in (col.ENCODER, col.LAYER, col.PRIOR))  # fmt: skip
-    inter = [enc[e] * lay[la] for e in enc for la in lay]
-    x = np.column_stack([np.ones(len(trials)), enc, lay, pri, *inter])
-    y = trials[metric].to_numpy(float)
-    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-    rss = float(((y - x @ beta) ** 2).sum())
-    return math.sqrt(rss / (len(y) - x.shape[1])), x.shape[1]
+    want = _expected(trials, col.TEST_RE, factor, delta, power=0.8, alpha=0.01)
+    # the search must have crossed the target at a design that has residual df, so that the
+    # seeds asked for are the smallest enough, not merely the first that can be tested
+    assert want.power_below < 0.8
+    assert plan["sigma"] == pytest.approx(want.sigma, rel=1e-9)
+    assert plan["params"] == want.params and plan["cells"] == want.cells
+    assert plan["f"] == pytest.approx(want.f, rel=1e-9)
+    assert plan["current_power"] == pytest.approx(want.current_power, rel=1e-9)
+    assert plan["seeds_per_cell"] == want.seeds
+    assert plan["trials_needed"] == want.seeds * want.cells
 
 
 def test_seeds_per_cell_when_the_model_has_fewer_parameters_than_cells(store: Path) -> None:
-    # test_neg_elbo's model, prior + encoder * layer: 1 + 3 + 1 + 2 + 3 = 10 parameters for
-    # 24 cells, so the residual df is N - 10, not N - 24.
+    # test_neg_elbo's model, prior + encoder * layer: fewer parameters than the 24 cells, so the
+    # residual df is N minus those, not N - 24.
     trials = pd.read_parquet(store / "trials")
-    sigma, params = _fit_prior_covariate(trials, col.TEST_NEG_ELBO)
-    e, la, p = (trials[f].nunique() for f in (col.ENCODER, col.LAYER, col.PRIOR))
-    assert params == 1 + (e - 1) + (la - 1) + (p - 1) + (e - 1) * (la - 1) < 24
+    want = _expected(trials, col.TEST_NEG_ELBO, col.ENCODER, 1.5, power=0.8, alpha=0.01)
+    assert want.params < want.cells
     plan = plan_seeds(trials, col.TEST_NEG_ELBO, col.ENCODER, 1.5)
-    f = 1.5 / (sigma * math.sqrt(2 * e))
-    assert plan.params == params and plan.sigma == pytest.approx(sigma, rel=1e-9)
-    assert plan.current_power == pytest.approx(_power(f, len(trials), e, params, 0.01), rel=1e-9)
-    expected = next(n for n in range(1, 10_000) if _power(f, n * 24, e, params, 0.01) >= 0.8)
-    assert plan.seeds_per_cell == expected and plan.trials_needed == expected * 24
+    assert plan.params == want.params and plan.sigma == pytest.approx(want.sigma, rel=1e-9)
+    assert plan.f == pytest.approx(want.f, rel=1e-9)
+    assert plan.current_power == pytest.approx(want.current_power, rel=1e-9)
+    assert plan.seeds_per_cell == want.seeds
+    assert plan.trials_needed == want.seeds * want.cells
 
 
 def test_plan_with_other_power_and_alpha_and_the_sentence(store: Path) -> None:
     trials = pd.read_parquet(store / "trials")
     ours = plan_seeds(trials, col.TEST_RE, col.ENCODER, 2.0, power=0.95, alpha=0.05)
-    sigma, params = _sigma_full_factorial(trials, col.TEST_RE)
-    f = 2.0 / (sigma * math.sqrt(8))
-    n = ours.seeds_per_cell
-    assert n is not None
-    assert _power(f, n * 24, 4, params, 0.05) >= 0.95 > _power(f, (n - 1) * 24, 4, params, 0.05)
+    want = _expected(trials, col.TEST_RE, col.ENCODER, 2.0, power=0.95, alpha=0.05)
+    assert ours.seeds_per_cell == want.seeds
+    assert ours.current_power == pytest.approx(want.current_power, rel=1e-9)
     result = CliRunner().invoke(
         cli.app, ["plan", str(store), "--metric", col.TEST_RE, "--factor", col.ENCODER,
                   "--delta", "2", "--power", "0.95", "--alpha", "0.05"]
     )  # fmt: skip
-    assert result.exit_code == 0 and f"{n} seeds per cell" in result.output
+    assert result.exit_code == 0 and f"{want.seeds} seeds per cell" in result.output
 
 
 @pytest.mark.parametrize("args,message", [
