@@ -1,8 +1,8 @@
 """Watching a sweep: `rlv status --watch`, the TensorBoard curves, the dashboard's progress actor.
 
-The event files are read back with a TFRecord reader written here (length, CRC, payload, CRC) and
-tensorboardX's Event protobuf, independently of the writer; the values are compared with the
-store's `epochs` and `trials` tables, which another writer wrote from the same reports.
+The event files are read back with TensorBoard's own reader (tests/tb_events.py), independently
+of tensorboardX, which writes them; the values are compared with the store's `epochs` and `trials`
+tables, which another writer wrote from the same reports.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -22,12 +21,12 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from blocked import LEAK, make_shims, run_rlv
+from tb_events import scalars
 from typer.testing import CliRunner
 
 from rlv import columns as col
 from rlv.cli import app
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_sweep(tmp_path: Path, name: str, **changes: Any) -> Path:
@@ -134,51 +133,24 @@ def test_watching_a_sweep_no_driver_has_started_says_it_waits_for_one(tmp_path: 
     assert "waiting for `rlv launch`" not in blocks[-1]
 
 
-def test_status_still_imports_neither_torch_nor_ray(tmp_path: Path) -> None:
+def test_status_watch_still_imports_neither_torch_nor_ray(tmp_path: Path) -> None:
+    """`rlv status --watch` as a process where torch and Ray cannot be imported (tests/blocked.py):
+    it watches an ended sweep to its end, prints its one block and exits 0."""
     path = write_sweep(tmp_path, "light")
-    code = ("import sys; from rlv.cli import app\n"
-            f"try: app(['status', {str(path)!r}, '--watch', '--every', '0.1'])\n"
-            "except SystemExit: pass\n"
-            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     status_file(tmp_path / "store", "light", {}, ended=True, driver="elsewhere:1")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+    out = run_rlv(make_shims(tmp_path / "shims"), "status", str(path), "--watch", "--every", "0.1",
+                  cwd=tmp_path, timeout_s=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert LEAK not in out.stderr, out.stderr
+    header, *lines = out.stdout.splitlines()
+    assert header.startswith("--- ") and header.endswith(" UTC"), out.stdout  # one refresh: it ended
+    assert lines[:2] == ["sweep light: 0 finished, 0 running, 0 failed, 2 pending (of 2)",
+                         f"store: {tmp_path / 'store'}"], out.stdout
+    assert len(lines) == 3 and lines[2].startswith("last run ended "), out.stdout
+    assert lines[2].endswith(" (driver elsewhere:1)"), out.stdout
 
 
-# --- reading TensorBoard event files, independently of the writer --------------------------------
-
-
-def read_events(run: Path) -> list[Any]:
-    """Every Event of every event file of one run, in file order (TFRecord framing)."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    events = []
-    for file in sorted(run.glob("events.out.tfevents.*")):
-        data = file.read_bytes()
-        at = 0
-        while at < len(data):
-            (length,) = struct.unpack("<Q", data[at:at + 8])
-            payload = data[at + 12:at + 12 + length]  # after the length and its CRC
-            at += 12 + length + 4  # the payload's CRC
-            event = Event()
-            event.ParseFromString(payload)
-            events.append(event)
-    return events
-
-
-def scalars(run: Path) -> dict[str, dict[int, float]]:
-    """tag -> step -> value, honouring purges: a SessionLog START at step k hides steps >= k
-    written before it (what TensorBoard does with a restarted run)."""
-    out: dict[str, dict[int, float]] = {}
-    for event in read_events(run):
-        if event.HasField("session_log") and event.session_log.status == event.session_log.START:
-            for series in out.values():
-                for step in [s for s in series if s >= event.step]:
-                    del series[step]
-        for value in event.summary.value:
-            out.setdefault(value.tag, {})[event.step] = value.simple_value
-    return out
+# --- the learning curves' event files (read with tests/tb_events.py) ----------------------------
 
 
 class NamedTrial:
@@ -233,15 +205,6 @@ def test_a_retried_trial_hides_the_epochs_it_runs_again_and_ends_with_its_test_m
     (tmp_path / "copied").mkdir()
     (tmp_path / "copied" / Path(copied[0]).name).write_bytes(memory.cat_file(copied[0]))
     assert scalars(tmp_path / "copied")["train/neg_elbo"] == {1: 7.0}
-
-    try:  # and as TensorBoard itself reads the run, where it is installed (the dev extra)
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    except ImportError:
-        return
-    accumulator = EventAccumulator(str(run))
-    accumulator.Reload()
-    assert [(e.step, e.value) for e in accumulator.Scalars("train/neg_elbo")] == [
-        (1, 101.0), (2, 102.0), (3, 53.0), (4, 54.0)]
 
 
 def test_a_remote_store_gets_each_finished_trial_s_curves_once(tmp_path: Path) -> None:
