@@ -75,6 +75,7 @@ FROZEN_PARAMS: Final = "frozen_params"
 DEVICE: Final = "device"
 NODE_ID: Final = "node_id"  # the Ray node that ran the trial (in `epochs`: that epoch)
 HOSTNAME: Final = "hostname"  # that node's host name
+GPU_SHARE: Final = "gpu_share"  # in `trials`: the GPUs Ray assigned the trial (0.25: a quarter)
 STARTED_AT: Final = "started_at"
 FINISHED_AT: Final = "finished_at"
 TRIAL_SECONDS: Final = "trial_seconds"  # wall seconds inside the trial, start to end

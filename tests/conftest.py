@@ -57,6 +57,7 @@ def free_port() -> int:
 class RayCluster:
     address: str  # GCS host:port, for ray.init and `rlv launch --address`
     dashboard: str  # http://127.0.0.1:PORT, for the Jobs API
+    pid: int  # the `ray start --block` process: every process of this cluster descends from it
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +98,7 @@ def start_head(temp_dir: Path, cpus: int, gpus: int,
                 stop_process_group(head)
                 raise
             time.sleep(1)
-    return head, RayCluster(address=f"127.0.0.1:{port}", dashboard=dashboard)
+    return head, RayCluster(address=f"127.0.0.1:{port}", dashboard=dashboard, pid=head.pid)
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import free_port, stop_process_group
+from gates import Gates, wait_for
 
 from rlv.errors import RlvError
 from rlv.service.resources import AUTOSCALING_CONFIG_ENV, alive_nodes, autoscaling_nodes, trial_resources
@@ -33,6 +33,9 @@ from rlv.sweep.spec import Resources
 BIN = Path(sys.executable).parent
 GPU_NODE = {"resources": {"CPU": 4, "GPU": 1}, "node_config": {}, "min_workers": 0,
             "max_workers": 2}
+# the running autoscaler's GPU type: more CPUs than four 1-CPU trials ask, and at most one such
+# node, so that four trials at once is the one GPU's limit
+PACKED_GPU_NODE = {**GPU_NODE, "resources": {"CPU": 8, "GPU": 1}, "max_workers": 1}
 CPU_NODE = {"resources": {"CPU": 4}, "node_config": {}, "min_workers": 0, "max_workers": 2}
 
 
@@ -180,7 +183,7 @@ def fake_cluster() -> Iterator[FakeCluster]:
     root = Path(tempfile.mkdtemp(prefix="rlv-as-"))  # short: Unix socket paths
     port = free_port()
     config = root / "autoscale.yaml"
-    config.write_text(yaml.safe_dump(fake_cluster_config(port, {"gpu": GPU_NODE})))
+    config.write_text(yaml.safe_dump(fake_cluster_config(port, {"gpu": PACKED_GPU_NODE})))
     # the fake nodes are started by the autoscaler (a child of this head) and inherit this
     # environment: RAY_TMPDIR keeps their files in our folder, not /tmp/ray
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
@@ -219,11 +222,14 @@ def test_gpu_trials_wait_for_the_autoscaler_share_its_nodes_and_idle_nodes_go(
     before = ray_nodes(fake_cluster.address)
     assert not any(n["resources"].get("GPU") for n in before), before  # no GPU yet
 
+    # six trials of 1 CPU + 0.25 GPU: the node's 8 CPUs would run all six at once, its one GPU
+    # runs four. Each trial is held after its first epoch (rlv/service/hold.py) until four are
+    # held together, so the four certainly overlap, whatever the speed of this machine.
     sweep = tmp_path / "gpus.yaml"
     sweep.write_text("""\
 name: gpus
 factors: {dataset: [mnist], encoder: [L, NL], layer: [fc], prior: [normal]}
-seeds: 2
+seeds: 3
 settings:
   data: {train_size: 300, test_size: 100}
   train: {epochs: 3, checkpoint_every: 1}
@@ -231,30 +237,45 @@ settings:
 resources: {cpu: 1, gpu: 0.25}
 max_failures: 0
 """)
+    names = [f"{e}-fc-normal-s{s}" for e in ("L", "NL") for s in range(3)]
+    gates = Gates(tmp_path / "gates")
+    for name in names:
+        gates.hold(name, 1)
     store = tmp_path / "store"
-    env = {**os.environ, AUTOSCALING_CONFIG_ENV: str(fake_cluster.config)}
-    done = subprocess.run([str(BIN / "rlv"), "launch", str(sweep), "--address",
-                           fake_cluster.address, "--store", str(store)], env=env,
-                          capture_output=True, text=True, timeout=420)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "each 1 CPU + 0.25 GPU" in done.stdout
+    env = {**os.environ, AUTOSCALING_CONFIG_ENV: str(fake_cluster.config), **gates.env}
+    driver = subprocess.Popen([str(BIN / "rlv"), "launch", str(sweep), "--address",
+                               fake_cluster.address, "--store", str(store)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: len(gates.held()) >= 4 or driver.poll() is not None, 300,
+                 "four trials held at once")
+        assert driver.poll() is None, driver.communicate()[0]
+        # while they are held: the node they run on is one the autoscaler added, with one GPU
+        during = [n for n in ray_nodes(fake_cluster.address) if n["alive"]]
+        added = [n for n in during if n["id"] not in {b["id"] for b in before}]
+        assert [n["resources"].get("GPU") for n in added] == [1.0], during
+        for name in names:
+            gates.release(name)
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+    assert driver.returncode == 0, out
+    assert "each 1 CPU + 0.25 GPU" in out
 
     trials = pd.read_parquet(store / "trials")
-    assert len(trials) == 4 and trials["trial_id"].is_unique
-    # four trials on one GPU node that the autoscaler added, all at once
-    assert trials["node_id"].nunique() == 1, trials[["trial_id", "node_id"]]
-    started = pd.to_datetime(trials["started_at"])
-    finished = pd.to_datetime(trials["finished_at"])
-    assert started.max() < finished.min(), trials[["trial_id", "started_at", "finished_at"]]
+    assert sorted(trials["trial_id"]) == sorted(names)
+    # Ray gave each trial a quarter of the GPU, on the one GPU node the autoscaler added
+    assert (trials["gpu_share"] == 0.25).all(), trials[["trial_id", "gpu_share"]]
+    assert set(trials["node_id"]) == {added[0]["id"]}, trials[["trial_id", "node_id"]]
+    # four at once (the held four), never more: the GPU is the limit, not the CPUs
+    events = sorted([(t, 1) for t in pd.to_datetime(trials["started_at"])] +
+                    [(t, -1) for t in pd.to_datetime(trials["finished_at"])])
+    running = [sum(step for _, step in events[:i + 1]) for i in range(len(events))]
+    assert max(running) == 4, trials[["trial_id", "started_at", "finished_at"]]
 
     # and once idle, it goes away again
-    node_id, deadline = trials["node_id"].iloc[0], time.monotonic() + 180
-    while True:
-        nodes = {n["id"]: n for n in ray_nodes(fake_cluster.address)}
-        added = nodes[node_id]
-        assert node_id not in {n["id"] for n in before}  # a node the autoscaler added
-        if not added["alive"]:  # (a dead node reports no resources)
-            break
-        assert added["resources"].get("GPU") == 1.0
-        assert time.monotonic() < deadline, "the idle GPU node was not removed"
-        time.sleep(3)
+    node_id = added[0]["id"]
+    wait_for(lambda: not {n["id"]: n for n in ray_nodes(fake_cluster.address)}[node_id]["alive"],
+             180, "the idle GPU node to be removed")

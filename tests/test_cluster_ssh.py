@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import free_port, stop_process_group
+from gates import Gates
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +68,8 @@ def why_no_sshd() -> str | None:
 def sshd() -> Iterator[Sshd]:
     reason = why_no_sshd()
     if reason:
+        if os.environ.get("CI"):  # install.sh --dev installs them: CI never goes green without
+            pytest.fail(reason)
         pytest.skip(reason)
     root = Path(tempfile.mkdtemp(prefix="rlv-ssh-"))
     for name in ("host_key", "id_ed25519"):
@@ -77,7 +80,8 @@ def sshd() -> Iterator[Sshd]:
     (root / "guard.sh").chmod(0o755)
     port = free_port()
     env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": os.environ["RAY_AUTH_TOKEN_PATH"],
-           "RAY_TMPDIR": str(root), "RLV_CACHE_DIR": str(root / "cache")}
+           "RAY_TMPDIR": str(root), "RLV_CACHE_DIR": str(root / "cache"),
+           **Gates(root / "gates").env}  # the test holds the head's trials (rlv/service/hold.py)
     (root / "sshd_config").write_text("\n".join([
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {root / 'host_key'}",
         f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
@@ -97,7 +101,8 @@ def sshd() -> Iterator[Sshd]:
             break
         time.sleep(0.3)
     if daemon.poll() is not None:
-        pytest.skip(f"sshd could not start: {(root / 'sshd.log').read_text()[-300:]}")
+        reason = f"sshd could not start: {(root / 'sshd.log').read_text()[-300:]}"
+        pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
     try:
         yield Sshd(port, root / "id_ed25519", root, env)
     finally:
@@ -173,6 +178,12 @@ resources: {cpu: 1, gpu: 0}
 max_failures: 0
 """)
     store = sshd.root / "store"  # a folder the (one) node shares with this client
+    # both trials wait after their first epoch until the client has detached: the job is
+    # certainly still running then, however fast this machine is
+    gates = Gates(sshd.root / "gates")
+    names = ["L-fc-normal-s0", "NL-fc-normal-s0"]
+    for name in names:
+        gates.hold(name, 1)
     env = {**os.environ, "RAY_TMPDIR": str(sshd.root), "RLV_DASHBOARD_PORT": str(tunnel_port)}
     created = [p for p in (HOME / "ray_bootstrap_config.yaml", HOME / "ray_bootstrap_key.pem")
                if not p.exists()]  # what ray up writes in this user's home: removed at the end
@@ -215,6 +226,8 @@ max_failures: 0
         client = JobSubmissionClient(f"http://127.0.0.1:{dashboard_port}")
         assert client.get_job_status(job_id) in (JobStatus.PENDING, JobStatus.RUNNING), \
             client.get_job_logs(job_id)
+        for name in names:
+            gates.release(name)
         deadline = time.monotonic() + 300
         while client.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED,
                                                     JobStatus.STOPPED):

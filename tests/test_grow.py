@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from gates import Gates, alive, descends_from, wait_for
 
 from rlv import columns as col
 from rlv.errors import RlvError
@@ -76,13 +76,17 @@ def test_seeds_and_levels_grow_in_place_and_finished_trials_keep_weights_only(
     folder = store / "_checkpoints" / "grow" / "L-fc-normal-s0"
     assert sorted(p.name for p in folder.iterdir()) == ["model.pt"]
     weights = torch.load(io.BytesIO((folder / "model.pt").read_bytes()), weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in weights.values())
-    assert not {"optimizer", "torch_rng", "batches", "history"} & set(weights)
+    # model.pt is a state dict of that trial's model: the keys of a model built fresh from its
+    # config, each a tensor of that shape (no training state beside them, nothing missing)
+    fresh = load(path).trials()[0]
+    untrained = build_model(fresh, DATASETS.build("mnist"), torch.device("cpu"))
+    shapes = {name: tuple(p.shape) for name, p in untrained.state_dict().items()}
+    assert sorted(weights) == sorted(shapes)
+    assert {name: tuple(v.shape) for name, v in weights.items()
+            if isinstance(v, torch.Tensor)} == shapes, "a kept weight is no tensor of its shape"
     # the library loads it back: the config of its row, the weights it kept
     model = load_model(str(store), "grow", "L-fc-normal-s0")
     assert all(torch.equal(p, weights[name]) for name, p in model.state_dict().items())
-    fresh = load(path).trials()[0]
-    untrained = build_model(fresh, DATASETS.build("mnist"), torch.device("cpu"))
     assert any(not torch.equal(p, untrained.state_dict()[name])
                for name, p in model.state_dict().items()), "the kept weights never trained"
     with torch.inference_mode():
@@ -144,41 +148,51 @@ def test_a_changed_setting_is_refused_before_anything_runs(tmp_path: Path, ray_c
     assert out.exit_code == 2 and out.stderr.count("\n") == 1 and "train.epochs = 2" in out.stderr
 
 
-def _wait(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def test_a_driver_killed_during_a_grown_run_resumes_from_the_store_checkpoints(
         tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
     store = tmp_path / "store"
-    # ~0.5 s epochs: time to kill the driver between two checkpoints
-    path = write_sweep(tmp_path / "grow.yaml", store, ["L"], seeds=1, epochs=8, train_size=4096)
+    path = write_sweep(tmp_path / "grow.yaml", store, ["L"], seeds=1, epochs=6)
     assert run_sweep(load(path), LaunchOptions(), lambda line: None).ok
-    write_sweep(path, store, ["L"], seeds=3, epochs=8, train_size=4096)
+    write_sweep(path, store, ["L"], seeds=3, epochs=6)
+    # the new trials are held once epoch 3 is checkpointed: the kill finds both mid-run
+    gates = Gates(tmp_path / "gates")
+    new = ["L-fc-normal-s1", "L-fc-normal-s2"]
+    for name in new:
+        gates.hold(name, 3)
     command = ["rlv", "launch", str(path), "--address", ray_cluster.address]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
-    checkpoints = store / "_checkpoints" / "grow"
-    _wait(lambda: any((checkpoints / f"L-fc-normal-s{s}" / "state.pt").exists() for s in (1, 2)),
-          240, "a checkpoint of a new trial")
+                              text=True, start_new_session=True, env={**os.environ, **gates.env})
+    wait_for(lambda: set(gates.held()) == set(new) or driver.poll() is not None, 240,
+             "both new trials held at epoch 3")
+    assert driver.poll() is None, driver.communicate()[0]
     os.killpg(driver.pid, signal.SIGKILL)
     driver.communicate(timeout=60)
+    # the trials it ran are the session cluster's: they are ours to stop, by their pids
+    for pid in gates.held().values():
+        assert descends_from(pid, ray_cluster.pid) or not alive(pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # Ray ended the dead driver's workers first
+            pass
+    for pid in gates.held().values():
+        wait_for(lambda pid=pid: not alive(pid), 60, f"trial process {pid} to end")
+    for name in new:
+        gates.release(name)
     status = subprocess.run(["rlv", "status", "grow", "--store", str(store)],
                             capture_output=True, text=True)  # the store alone: no sweep file
     assert status.returncode == 0, status.stderr
-    assert "(of 3)" in status.stdout and "resume from their checkpoints" in status.stdout
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert "(of 3)" in status.stdout and "2 unfinished trials resume from their checkpoints" in status.stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, **gates.env})
     assert again.returncode == 0, again.stdout + again.stderr
-    resumed = int(again.stdout.split(" resume from checkpoints")[0].rsplit("(", 1)[-1])
-    assert resumed >= 1
+    assert "(2 resume from checkpoints, 1 in the store already)" in again.stdout
     assert "] L-fc-normal-s0 started" not in again.stdout
-    assert_exactly_once(store, ["L-fc-normal-s0", "L-fc-normal-s1", "L-fc-normal-s2"], 8)
+    for name in new:  # each resumed right after its checkpoint
+        assert gates.attempts(name) == [[1, 2, 3], [4, 5, 6]]
+    assert_exactly_once(store, ["L-fc-normal-s0", *new], 6)
     manifest = json.loads((store / "_sweeps" / "grow" / "spec.json").read_text())
-    assert sorted(manifest["trials"]) == ["L-fc-normal-s0", "L-fc-normal-s1", "L-fc-normal-s2"]
+    assert sorted(manifest["trials"]) == ["L-fc-normal-s0", *new]
+    checkpoints = store / "_checkpoints" / "grow"
     assert all(not (checkpoints / f"L-fc-normal-s{s}" / "state.pt").exists() for s in range(3))
 
 
@@ -202,11 +216,12 @@ def test_trials_from_before_a_setting_became_a_factor_count_as_their_level_in_th
         writer = StoreWriter(str(store), "grow")
         for cfg in configs:
             factors = factor_values(cfg)
-            writer.write_trial({col.TRIAL_ID: cfg.name, col.TEST_NEG_ELBO: 90.0 + cfg.seed,
+            writer.queue_trial({col.TRIAL_ID: cfg.name, col.TEST_NEG_ELBO: 90.0 + cfg.seed,
                                 col.SWEEP_FACTORS: ",".join(cfg.factor_columns()),
                                 col.CONFIG: cfg.to_json(), **factors}, {})
-            writer.write_epochs([{col.TRIAL_ID: cfg.name, col.EPOCH: 1,
+            writer.queue_epochs([{col.TRIAL_ID: cfg.name, col.EPOCH: 1,
                                   col.TRAIN_NEG_ELBO: 95.0, **factors}])
+        writer.flush()
         return [cfg.name for cfg in configs]
 
     before = run(write_sweep(tmp_path / "grow.yaml", store, ["L"], seeds=2))

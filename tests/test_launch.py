@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from gates import Gates, alive, checkpoint_epoch, descends_from, wait_for
 
 from rlv import columns as col
 from rlv.service.launch import LaunchOptions, run_sweep
@@ -120,72 +120,73 @@ def test_failed_trials_are_named_with_their_error_and_the_sweep_exits_nonzero(
     assert "FAILED L-fc-normal-s0" in out.stdout and "diverged" in out.stdout
 
 
-def _trial_worker_pids() -> list[int]:
-    """PIDs of the processes running a Tune function trial (Ray titles them ray::ImplicitFunc)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and b"ray::ImplicitFunc" in (proc / "cmdline").read_bytes():
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _wait(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-def _committed_epochs(store: Path, sweep: str) -> int:
-    folder = store / "epochs" / f"sweep={sweep}"
-    return len(list(folder.glob("*.parquet"))) if folder.exists() else 0
-
-
 def test_a_killed_trial_resumes_from_its_checkpoint_with_no_row_lost_or_doubled(
         tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
     path = sweep_file(tmp_path, "killtrial", factors={"encoder": ["L"], "prior": ["normal", "flow2"]},
-                      settings={"data": {"train_size": 8192},  # ~1 s epochs: time to kill
-                                "train": {"epochs": 12, "batch_size": 64, "checkpoint_every": 2}},
+                      settings={"train": {"epochs": 6, "batch_size": 64, "checkpoint_every": 2}},
                       max_failures=2)
+    victim = "L-fc-normal-s0"
+    gates = Gates(tmp_path / "gates")
+    gates.hold(victim, 4)  # held once epoch 4 is checkpointed and reported
     driver = subprocess.Popen(["rlv", "launch", str(path), "--address", ray_cluster.address],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, **gates.env})
     store = tmp_path / "store"
-    _wait(lambda: _committed_epochs(store, "killtrial") >= 1, 240, "a committed checkpoint")
-    victims = _trial_worker_pids()
-    assert victims, "no trial process to kill"
-    os.kill(victims[0], signal.SIGKILL)
+    wait_for(lambda: victim in gates.held() or driver.poll() is not None, 240,
+             "the trial held at epoch 4")
+    assert driver.poll() is None, driver.communicate()[0]
+    pid = gates.held()[victim]
+    assert descends_from(pid, ray_cluster.pid), f"pid {pid} is not a worker of the test's Ray"
+    checkpoint = checkpoint_epoch(store, "killtrial", victim)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 60, "the killed trial process to end")
+    gates.release(victim)
     output, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, output
-    assert "retrying from its last checkpoint" in output
+    assert f"{victim} failed (attempt 1); retrying from its last checkpoint" in output
     spec = load(path)
-    assert_store_complete(store, "killtrial", [c.name for c in spec.trials()], 12)
-    attempts = [t["attempts"] for t in read_status(str(store), "killtrial")["trials"].values()]
-    assert max(attempts) == 2
+    assert_store_complete(store, "killtrial", [c.name for c in spec.trials()], 6)
+    attempts = read_status(str(store), "killtrial")["trials"]
+    assert {name: t["attempts"] for name, t in attempts.items()} == \
+        {victim: 2, "L-fc-flow2-s0": 1}
+    # the retry trained from the checkpoint's next epoch to the end, nothing before it
+    first, retry = gates.attempts(victim)
+    assert first == list(range(1, checkpoint + 1))
+    assert retry == list(range(checkpoint + 1, 7))
 
 
 def test_a_killed_driver_resumes_on_the_embedded_cluster_without_rerunning_finished_trials(
         tmp_path: Path) -> None:
-    """The default path: `rlv launch` starts its own local Ray; kill it, run it again."""
+    """The default path: `rlv launch` starts its own local Ray; kill it, run it again.
+
+    One trial is held after its checkpoint at epoch 2 (rlv/service/hold.py) while the others run
+    through the second slot, so the kill finds a trial mid-run with a checkpoint and at least one
+    finished trial in the store, whatever the speed of this machine."""
     path = sweep_file(tmp_path, "killdriver",
                       factors={"encoder": ["L", "NL", "RKS"], "prior": ["normal", "flow2"]},
-                      settings={"data": {"train_size": 2048},
-                                "train": {"epochs": 6, "batch_size": 64, "checkpoint_every": 2}})
+                      settings={"train": {"epochs": 6, "batch_size": 64, "checkpoint_every": 2}})
     store = tmp_path / "store"
+    victim = "L-fc-flow2-s0"
+    gates = Gates(tmp_path / "gates")
+    gates.hold(victim, 2)
     command = ["rlv", "launch", str(path), "--num-cpus", "2"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | gates.env
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True, env=env)
     trials_dir = store / "trials" / "sweep=killdriver"
-    _wait(lambda: trials_dir.exists() and len(list(trials_dir.glob("*.parquet"))) >= 1, 300,
-          "a finished trial")
+    wait_for(lambda: first.poll() is not None or (victim in gates.held() and trials_dir.exists()
+                                                  and any(trials_dir.glob("*.parquet"))),
+             300, "a held trial and a finished trial in the store")
+    assert first.poll() is None, first.communicate()[0]
+    pid = gates.held()[victim]
+    assert descends_from(pid, first.pid), f"pid {pid} is not a worker of the launch's Ray"
+    checkpoint = checkpoint_epoch(store, "killdriver", victim)
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
-    first.wait(timeout=60)
+    first.communicate(timeout=60)
+    wait_for(lambda: not alive(pid), 60, "the held trial to end with its Ray")
+    gates.release(victim)
     done_before = set(pd.read_parquet(trials_dir)[col.TRIAL_ID])
-    assert done_before
+    assert done_before and victim not in done_before
     second = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Ray dashboard: http://127.0.0.1:" in second.stdout
@@ -193,6 +194,12 @@ def test_a_killed_driver_resumes_on_the_embedded_cluster_without_rerunning_finis
     # "] NAME started": NL-fc-normal-s0 must not match L-fc-normal-s0
     restarted = {name for name in done_before if f"] {name} started" in second.stdout}
     assert not restarted, f"finished trials ran again: {restarted}"
+    for name in done_before:  # one process trained each finished trial, once
+        assert gates.attempts(name) == [list(range(1, 7))]
+    # the held trial resumed after its checkpoint
+    before_kill, resumed = gates.attempts(victim)
+    assert before_kill == list(range(1, checkpoint + 1))
+    assert resumed == list(range(checkpoint + 1, 7))
     spec = load(path)
     assert_store_complete(store, "killdriver", [c.name for c in spec.trials()], 6)
     status = subprocess.run(["rlv", "status", str(path)], capture_output=True, text=True)
@@ -241,3 +248,4 @@ def test_a_finished_trial_is_not_run_again_and_a_checkpoint_left_behind_is_slimm
     assert not [line for line in lines if "started" in line], lines
     assert sorted(p.name for p in folder.iterdir()) == ["model.pt"]
     assert "nothing to run, all 1 trials are in the store" in outcome.summary()[0]
+

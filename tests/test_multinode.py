@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from gates import Gates, alive, wait_for
+from tb_events import attempts
 
 pytestmark = pytest.mark.slow
 
@@ -87,8 +87,9 @@ max_failures: {max_failures}
     return path
 
 
-def launch(sweep: Path, address: str, store: Path, home: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RLV_CACHE_DIR"}
+def launch(sweep: Path, address: str, store: Path, home: Path,
+           extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RLV_CACHE_DIR"} | (extra_env or {})
     home.mkdir(parents=True, exist_ok=True)
     env["HOME"] = str(home)  # the driver's own preflight cache, not a worker's
     return subprocess.Popen([str(RLV), "launch", str(sweep), "--address", address,
@@ -109,26 +110,6 @@ def finish(process: subprocess.Popen[str], timeout_s: float) -> str:
 
 def read(store: Path, table: str) -> pd.DataFrame:
     return pd.read_parquet(store / table)
-
-
-def attempts(run: Path, tag: str = "train/neg_elbo") -> list[list[int]]:
-    """The steps of `tag` in each TensorBoard event file of one trial's run, oldest file first:
-    the driver opens one file per attempt of a trial (rlv/service/curves.py). Read straight from
-    the TFRecord framing, a signal independent of the store's epoch rows."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    files = []
-    for file in run.glob("events.out.tfevents.*"):
-        data, at, events = file.read_bytes(), 0, []
-        while at < len(data):
-            (length,) = struct.unpack("<Q", data[at:at + 8])
-            event = Event()
-            event.ParseFromString(data[at + 12:at + 12 + length])  # after the length and its CRC
-            events.append(event)
-            at += 12 + length + 4  # the payload's CRC
-        steps = [e.step for e in events if any(v.tag == tag for v in e.summary.value)]
-        files.append((min(e.wall_time for e in events), steps))
-    return [steps for _, steps in sorted(files)]
 
 
 def test_trials_spread_over_nodes_each_with_its_own_caches(nodes: Nodes, tmp_path: Path) -> None:
@@ -163,32 +144,43 @@ def test_trials_spread_over_nodes_each_with_its_own_caches(nodes: Nodes, tmp_pat
 
 
 def test_a_lost_node_s_trials_resume_on_the_other_node(nodes: Nodes, tmp_path: Path) -> None:
-    epochs, every = 60, 2
+    epochs, held_at = 8, 4
     sweep = write_sweep(tmp_path, "lost", encoders=["L", "NL"], seeds=1, epochs=epochs,
-                        train_size=1000, fid_samples=0, max_failures=2, checkpoint_every=every)
+                        train_size=1000, fid_samples=0, max_failures=2, checkpoint_every=2)
     store = tmp_path / "store"
-    process = launch(sweep, nodes.address, store, tmp_path / "home")
+    names = ["L-fc-normal-s0", "NL-fc-normal-s0"]
+    # both trials (one per 1-CPU node) are held once epoch 4 is checkpointed: the node is lost
+    # while its trial is certainly mid-run, past its second checkpoint
+    gates = Gates(tmp_path / "gates")
+    for name in names:
+        gates.hold(name, held_at)
+    process = launch(sweep, nodes.address, store, tmp_path / "home", gates.env)
     lost, survivor = nodes.workers[1], nodes.workers[0]
 
-    # wait until the node to lose has committed a few epochs of a trial, then take it away
-    deadline, victim = time.monotonic() + 240, None
-    while victim is None:
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() < deadline, "no trial committed epochs on the second node"
-        time.sleep(0.5)
+    def committed() -> pd.DataFrame | None:  # the held epochs, once the driver wrote them
         try:
             rows = read(store, "epochs")
         except (OSError, ValueError):  # no epochs table yet
-            continue
-        mine = rows[rows["node_id"] == lost.node_id]
-        if len(mine) >= 2 * every + 1:  # past its second checkpoint
-            victim = str(mine["trial_id"].iloc[0])
-            assert mine["epoch"].max() < epochs, "the trial finished before its node was lost"
+            return None
+        return rows if len(rows) == len(names) * held_at else None
+
+    wait_for(lambda: committed() is not None or process.poll() is not None, 240,
+             "both trials' epochs up to the hold in the store")
+    assert process.poll() is None, process.communicate()[0]
+    rows = committed()
+    assert rows is not None
+    by_node = rows.groupby("node_id")["trial_id"].unique()
+    assert sorted(by_node.index) == sorted([lost.node_id, survivor.node_id]), by_node
+    (victim,) = by_node[lost.node_id]
+    pid = gates.held()[victim]
     nodes.cluster.remove_node(lost, allow_graceful=False)
+    wait_for(lambda: not alive(pid), 60, "the lost node's trial process to end")
+    for name in names:
+        gates.release(name)
     out = finish(process, timeout_s=420)
 
     trials = read(store, "trials")
-    assert sorted(trials["trial_id"]) == ["L-fc-normal-s0", "NL-fc-normal-s0"], out
+    assert sorted(trials["trial_id"]) == names, out
     # the lost node's trial finished on the survivor
     final = trials.set_index("trial_id")["node_id"]
     assert final[victim] == survivor.node_id, out
@@ -197,27 +189,21 @@ def test_a_lost_node_s_trials_resume_on_the_other_node(nodes: Nodes, tmp_path: P
     rows = read(store, "epochs")
     assert len(rows) == 2 * epochs  # every epoch of both trials once: nothing lost or doubled
     assert set(zip(rows["trial_id"], rows["epoch"], strict=True)) == {
-        (t, e) for t in trials["trial_id"] for e in range(1, epochs + 1)}
-    # the victim's first epochs ran on the lost node, the rest on the survivor, in one run each:
-    # it continued after its last checkpoint
+        (t, e) for t in names for e in range(1, epochs + 1)}
+    # the victim's first epochs ran on the lost node, the rest on the survivor
     moved = rows[rows["trial_id"] == victim].sort_values("epoch")
-    on_lost = moved[moved["node_id"] == lost.node_id]["epoch"].tolist()
-    on_survivor = moved[moved["node_id"] == survivor.node_id]["epoch"].tolist()
-    assert on_lost and on_survivor
-    assert on_lost == list(range(1, len(on_lost) + 1))
-    assert on_survivor == list(range(len(on_lost) + 1, epochs + 1))
-
-    # the proof of the resume: the store keeps one row per (trial, epoch) whatever ran it, so a
-    # restart from epoch 1 would give the same rows. The curves show each attempt as it ran:
-    # the victim's second attempt starts after a checkpoint of its first, not at epoch 1
-    first, second = attempts(store / "tensorboard" / "lost" / victim)
-    assert first == list(range(1, len(first) + 1)), first  # ran on the lost node from epoch 1
-    start = second[0]
-    assert 1 < start <= first[-1] + 1, (first, second)
-    assert (start - 1) % every == 0, (start, every)  # right after a checkpoint (every 2 epochs)
-    assert second == list(range(start, epochs + 1)), second
+    assert moved[moved["node_id"] == lost.node_id]["epoch"].tolist() == list(range(1, held_at + 1))
+    assert moved[moved["node_id"] == survivor.node_id]["epoch"].tolist() == \
+        list(range(held_at + 1, epochs + 1))
+    # the store keeps one row per (trial, epoch) whatever ran it, so a restart from epoch 1 would
+    # give the same rows: what each process trained, and the curves of each attempt, show that
+    # the second attempt started right after the checkpoint of the first
+    resumed = [list(range(1, held_at + 1)), list(range(held_at + 1, epochs + 1))]
+    assert gates.attempts(victim) == resumed
+    assert attempts(store / "tensorboard" / "lost" / victim) == resumed
     # the other trial never moved: one attempt, every epoch
-    (other,) = set(trials["trial_id"]) - {victim}
+    (other,) = set(names) - {victim}
+    assert gates.attempts(other) == [list(range(1, epochs + 1))]
     assert attempts(store / "tensorboard" / "lost" / other) == [list(range(1, epochs + 1))]
 
 

@@ -36,8 +36,9 @@ from rlv.store.plan import SweepPlan, plan_sweep
 from rlv.store.status import driver_alive
 from rlv.sweep.spec import TRIAL_KEY, SweepSpec
 
-# rlv's environment that trials must see as the driver does (paths made absolute first)
-PATH_ENV = ("RLV_CACHE_DIR", "RLV_DATA_DIR", "RLV_FID_WEIGHTS")
+# rlv's environment that trials must see as the driver does (paths made absolute first);
+# RLV_HOLD_DIR is the tests' hook (rlv/service/hold.py)
+PATH_ENV = ("RLV_CACHE_DIR", "RLV_DATA_DIR", "RLV_FID_WEIGHTS", "RLV_HOLD_DIR")
 
 
 @dataclass(frozen=True)

@@ -18,3 +18,8 @@ def node_columns() -> dict[str, str]:
     """{node_id: Ray's hex node id, hostname: this machine's name} of the calling worker."""
     return {col.NODE_ID: ray.get_runtime_context().get_node_id(),
             col.HOSTNAME: socket.gethostname()}
+
+
+def gpu_share() -> dict[str, float]:
+    """{gpu_share: the GPUs Ray assigned the calling trial}, for its row: what packing gave it."""
+    return {col.GPU_SHARE: float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))}

@@ -22,7 +22,8 @@ from ray import tune
 
 from rlv import columns as col
 from rlv.config import TrialConfig
-from rlv.service.placement import node_columns
+from rlv.service import hold
+from rlv.service.placement import gpu_share, node_columns
 from rlv.store.checkpoints import MODEL_FILE, STATE_FILE, trial_dir
 from rlv.store.files import open_store, read_optional, write_bytes
 from rlv.sweep.spec import TRIAL_KEY
@@ -69,6 +70,7 @@ def run_sweep_trial(config: dict[str, Any], store: str = "", keep_model: bool = 
     saved = read_optional(fs, state_path)
     if saved is not None:
         resume = torch.load(io.BytesIO(saved), map_location="cpu", weights_only=False)
+    if resume is not None:
         # the epochs this checkpoint covers are committed, whether or not the driver that got
         # their commit report lived to write them: send them again (it writes the missing ones)
         history = [epoch_row(cfg, EpochMetrics(**m)) for m in resume["history"]]
@@ -78,6 +80,7 @@ def run_sweep_trial(config: dict[str, Any], store: str = "", keep_model: bool = 
                          col.TRAIN_NEG_ELBO: history[-1][col.TRAIN_NEG_ELBO]})
 
     def on_epoch(m: EpochMetrics, trainer: Trainer) -> None:
+        hold.trained(cfg.name, m.epoch)
         metrics = {EPOCH_KEY: {**epoch_row(cfg, m), **node_columns()}, COMMITTED_KEY: False,
                    col.EPOCH: m.epoch, col.TRAIN_NEG_ELBO: m.train_neg_elbo}
         if cfg.train.checkpoint_due(m.epoch):
@@ -87,11 +90,12 @@ def run_sweep_trial(config: dict[str, Any], store: str = "", keep_model: bool = 
             # the trained model alone: what a notebook loads (rlv/trial/saved.py)
             write_bytes(fs, model_path, _torch_bytes(trainer.model.state_dict()))
         tune.report(metrics)
+        hold.hold_after(cfg.name, m.epoch)
 
     result = run_trial(cfg, resume=resume, on_epoch=on_epoch)
     images = {k: base64.b64encode(v).decode("ascii") for k, v in result.images.by_column().items()}
     # the final report commits every epoch: the trial is done and will not be re-run
-    tune.report({ROW_KEY: {**result.row, **node_columns()}, IMAGES_KEY: images,
+    tune.report({ROW_KEY: {**result.row, **node_columns(), **gpu_share()}, IMAGES_KEY: images,
                  COMMITTED_KEY: True,
                  col.EPOCH: cfg.train.epochs,
                  col.TRAIN_NEG_ELBO: result.epochs[-1].train_neg_elbo})
