@@ -33,19 +33,23 @@ fi
 # browser download of its own), an SSH server and rsync (what `ray up` copies files with) for the
 # loopback cluster-launcher test (tests/test_cluster_ssh.py starts its own sshd on a free
 # 127.0.0.1 port; the package's own service is not started). One `apt-get update`, only when
-# something is missing; without root or apt the tests that need them skip (outside CI) and say why.
+# something is missing. The tests must not pass without them, so `--dev` fails when it cannot
+# install them (without root or apt: install chromium, openssh-server and rsync yourself).
 if [[ -n "$extras" ]]; then
   missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   [[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
   command -v rsync >/dev/null 2>&1 || missing+=(rsync)
   if (( ${#missing[@]} )); then
-    if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-        echo "note: could not install ${missing[*]}; the tests that need them will skip" >&2
-    else
-      echo "note: ${missing[*]} missing (install them as root); the tests that need them will skip" >&2
+    if ! command -v apt-get >/dev/null 2>&1 || [[ "$(id -u)" != 0 ]]; then
+      echo "error: the tests need ${missing[*]}: install them as root (apt-get install" \
+        "${missing[*]}), then run this again" >&2
+      exit 1
+    fi
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+      echo "error: apt-get could not install ${missing[*]}, which the tests need" >&2
+      exit 1
     fi
   fi
 fi
