@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from crafted import crafted_checkpoint
 from gates import Gates, alive, checkpoint_epoch, descends_from, wait_for
 
 from rlv import columns as col
@@ -249,3 +250,20 @@ def test_a_finished_trial_is_not_run_again_and_a_checkpoint_left_behind_is_slimm
     assert sorted(p.name for p in folder.iterdir()) == ["model.pt"]
     assert "nothing to run, all 1 trials are in the store" in outcome.summary()[0]
 
+
+def test_a_crafted_checkpoint_in_the_store_runs_nothing_and_the_trial_starts_over(
+        tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    path = sweep_file(tmp_path, "crafted", factors={"encoder": ["NL"], "prior": ["normal"]})
+    marker = tmp_path / "ran"
+    folder = tmp_path / "store" / "_checkpoints" / "crafted" / "NL-fc-normal-s0"
+    folder.mkdir(parents=True)
+    (folder / "state.pt").write_bytes(crafted_checkpoint(str(marker)))
+    gates = Gates(tmp_path / "gates")
+    out = subprocess.run(["rlv", "launch", str(path), "--address", ray_cluster.address],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **gates.env})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not marker.exists()  # the trial read the file; its code never ran
+    assert gates.attempts("NL-fc-normal-s0") == [[1, 2, 3]]  # one process, from epoch 1
+    assert_store_complete(tmp_path / "store", "crafted", ["NL-fc-normal-s0"], 3)
+    assert sorted(p.name for p in folder.iterdir()) == ["model.pt"]  # its own state replaced it

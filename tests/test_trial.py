@@ -6,11 +6,13 @@ import io
 
 import pytest
 import torch
+from crafted import crafted_checkpoint
 from PIL import Image
 
 from rlv import columns as col
 from rlv.config import TrialConfig, from_dict
-from rlv.trial.loop import EpochMetrics, Trainer
+from rlv.errors import RlvError
+from rlv.trial.loop import EpochMetrics, Trainer, read_state
 from rlv.trial.run import run_trial
 
 TRIAL_COLUMNS = [
@@ -68,7 +70,9 @@ def test_resuming_from_a_checkpoint_continues_the_same_run() -> None:
 
     with pytest.raises(KeyboardInterrupt):
         run_trial(cfg, on_epoch=stop_after_two)
-    resumed = run_trial(cfg, resume=saved)
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)  # as the trainable writes it, and reads it back as data only
+    resumed = run_trial(cfg, resume=read_state(buffer.getvalue(), "state.pt"))
     assert [m.epoch for m in resumed.epochs] == [1, 2, 3, 4]
     for a, b in zip(straight.epochs, resumed.epochs, strict=True):
         assert a.train_neg_elbo == pytest.approx(b.train_neg_elbo, rel=1e-6)
@@ -90,3 +94,21 @@ def test_bf16_autocast_trains_to_a_similar_loss() -> None:
     a, b = fp32.epochs[-1].train_neg_elbo, bf16.epochs[-1].train_neg_elbo
     assert abs(a - b) / a < 0.05, (a, b)
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_a_checkpoint_that_would_run_code_or_is_corrupt_is_refused_naming_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    marker = tmp_path / "ran"
+    crafted = crafted_checkpoint(str(marker))
+    # the crafted file really is code: an ordinary unpickling runs it
+    torch.load(io.BytesIO(crafted), weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(RlvError, match=r"^checkpoint STORE/x/state.pt is not a valid rlv checkpoint"):
+        read_state(crafted, "STORE/x/state.pt")
+    assert not marker.exists()
+    with pytest.raises(RlvError, match="state.pt is not a valid rlv checkpoint"):
+        read_state(b"PK\x03\x04 torn", "state.pt")
+    buffer = io.BytesIO()
+    torch.save({"weights": torch.zeros(2)}, buffer)  # a valid torch file, not a trainer state
+    with pytest.raises(RlvError, match=r"state.pt is not a valid rlv checkpoint \(not a trainer"):
+        read_state(buffer.getvalue(), "state.pt")

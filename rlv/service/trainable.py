@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import sys
 from typing import Any
 
 import torch
@@ -22,12 +23,13 @@ from ray import tune
 
 from rlv import columns as col
 from rlv.config import TrialConfig
+from rlv.errors import RlvError
 from rlv.service import hold
 from rlv.service.placement import gpu_share, node_columns
 from rlv.store.checkpoints import MODEL_FILE, STATE_FILE, trial_dir
 from rlv.store.files import open_store, read_optional, write_bytes
 from rlv.sweep.spec import TRIAL_KEY
-from rlv.trial.loop import EpochMetrics, Trainer
+from rlv.trial.loop import EpochMetrics, Trainer, read_state
 from rlv.trial.run import epoch_row, run_trial
 
 ROW_KEY, IMAGES_KEY, EPOCH_KEY, COMMITTED_KEY = "rlv_row", "rlv_images", "rlv_epoch", "committed"
@@ -69,7 +71,10 @@ def run_sweep_trial(config: dict[str, Any], store: str = "", keep_model: bool = 
     resume = None
     saved = read_optional(fs, state_path)
     if saved is not None:
-        resume = torch.load(io.BytesIO(saved), map_location="cpu", weights_only=False)
+        try:
+            resume = read_state(saved, state_path)
+        except RlvError as exc:  # nothing of it ran; the next checkpoint replaces it
+            print(f"{exc}; {cfg.name} starts over from epoch 1", file=sys.stderr, flush=True)
     if resume is not None:
         # the epochs this checkpoint covers are committed, whether or not the driver that got
         # their commit report lived to write them: send them again (it writes the missing ones)

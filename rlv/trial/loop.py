@@ -7,6 +7,8 @@ so the loop never waits on the GPU mid-epoch. Knows nothing of Ray.
 
 from __future__ import annotations
 
+import io
+import pickle
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -119,3 +121,21 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+STATE_KEYS = frozenset({"epoch", "history", "model", "optimizer", "batches", "torch_rng", "cuda_rng"})
+
+
+def read_state(data: bytes, name: str) -> dict[str, Any]:
+    """A Trainer.state_dict() saved with torch.save, read as data only: `weights_only` refuses
+    any pickled object that is not a tensor or a plain container, so a crafted file in a shared
+    bucket never runs code. RlvError naming `name` when the file is not such a state."""
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RlvError(f"checkpoint {name} is not a valid rlv checkpoint ({reason[:200]})") from None
+    if not isinstance(state, dict) or not set(state) >= STATE_KEYS - {"cuda_rng"} \
+            or not set(state) <= STATE_KEYS:
+        raise RlvError(f"checkpoint {name} is not a valid rlv checkpoint (not a trainer state)")
+    return state

@@ -43,7 +43,7 @@ def _resume_state(out: Path, cfg: TrialConfig, echo: Callable[[str], None]) -> d
     if not path.exists():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = torch.load(path, map_location="cpu", weights_only=True)  # data only: no code runs
     except Exception as exc:
         raise RlvError(f"cannot read checkpoint {path} ({exc}); delete it to start over") from None
     if saved.get("config") != cfg.to_dict():
