@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port, stop_process_group
+from gates import Gates
 from test_watch import write_sweep
 
 pytestmark = pytest.mark.slow
@@ -116,12 +117,16 @@ def test_a_newcomer_finds_the_sweep_its_progress_and_its_curves_in_a_browser(
     shots.mkdir()
     with capsys.disabled():  # shown on a passing run too: that is when they are worth a look
         print(f"\nscreenshots under {shots}")
-    # long enough to be looked at while it runs: two trials of many short epochs
+    # L-fc-normal-s0 is held after its second epoch (rlv/service/hold.py) until the page has
+    # shown it running: looked at while it runs, however fast this machine is
     path = write_sweep(tmp_path, "browsed", factors={"encoder": ["L", "NL"], "prior": ["normal"]},
-                       settings={"train": {"epochs": 300, "checkpoint_every": 100}})
+                       settings={"train": {"epochs": 6, "checkpoint_every": 2}})
+    gates = Gates(tmp_path / "gates")
+    gates.hold("L-fc-normal-s0", 2)
     log = (tmp_path / "launch.log").open("w")
     launch = subprocess.Popen(["rlv", "launch", str(path), "--address", watch_cluster.address],
-                              stdout=log, stderr=subprocess.STDOUT, text=True)
+                              stdout=log, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, **gates.env})
     try:
         page = browser.new_page()
         page.goto(f"{watch_cluster.dashboard}/#/jobs")
@@ -148,6 +153,7 @@ def test_a_newcomer_finds_the_sweep_its_progress_and_its_curves_in_a_browser(
             shots, "3-progress-running")
         assert launch.poll() is None, "the sweep ended before its progress was seen running"
         shoot(page, shots, "3-progress-running")
+        gates.release("L-fc-normal-s0")
 
         assert launch.wait(timeout=600) == 0, (tmp_path / "launch.log").read_text()
         page.reload()

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 from blocked import LEAK, make_shims, run_rlv
+from gates import wait_for
 from tb_events import scalars
 from typer.testing import CliRunner
 
@@ -65,38 +65,42 @@ def test_status_watch_refreshes_until_the_sweep_ends_and_exits_1_on_failures(tmp
     path = write_sweep(tmp_path, "watched")
     store = tmp_path / "store"
     # a live "driver" on this machine: a process of ours that exists while the sweep runs
-    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    driver = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     here = f"{socket.gethostname()}:{driver.pid}"
     running = {"L-fc-flow2-s0": {"status": "RUNNING", "epoch": 2, "node": "10.1.2.3 pid 4242"},
                "NL-fc-flow2-s0": {"status": "PENDING", "epoch": 0}}
     status_file(store, "watched", running, ended=False, driver=here)
-
-    def finish_later() -> None:
-        time.sleep(1.5)
+    watch = subprocess.Popen([sys.executable, "-m", "rlv.cli", "status", str(path), "--watch",
+                              "--every", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    assert watch.stdout is not None
+    seen: list[str] = []
+    try:
+        # the sweep ends once the watch has shown it running three times: seen, not timed
+        for line in watch.stdout:
+            seen.append(line)
+            if sum(ln.startswith("sweep watched:") for ln in seen) == 3:
+                break
         status_file(store, "watched", {
             "L-fc-flow2-s0": {"status": "RUNNING", "epoch": 3},
             "NL-fc-flow2-s0": {"status": "ERROR", "epoch": 1, "error": "RlvError: diverged"}},
             ended=True, driver=here)
-
-    thread = threading.Thread(target=finish_later)
-    thread.start()
-    try:
-        started = time.monotonic()
-        out = CliRunner().invoke(app, ["status", str(path), "--watch", "--every", "0.2"])
-        took = time.monotonic() - started
+        rest, errors = watch.communicate(timeout=120)
     finally:
-        thread.join()
         driver.kill()
         driver.wait()
-    assert out.exit_code == 1, out.output  # a trial failed
-    blocks = out.output.count("sweep watched:")
-    assert blocks >= 3, out.output  # refreshed while it ran, 1.5 s at 0.2 s a refresh
-    assert 1.4 < took < 30
-    first, last = out.output.split("--- ")[1], out.output.split("--- ")[-1]
+        if watch.poll() is None:
+            watch.kill()
+            watch.communicate()
+    output = "".join(seen) + rest
+    assert watch.returncode == 1, output + errors  # a trial failed
+    assert "Traceback" not in errors
+    first, last = output.split("--- ")[1], output.split("--- ")[-1]
     assert "1 running" in first and "running  L-fc-flow2-s0 (epoch 2, on 10.1.2.3 pid 4242)" in first
     assert "0 finished, 0 running, 1 failed, 1 pending (of 2)" in last
     assert "failed   NL-fc-flow2-s0: RlvError: diverged" in last
     assert "last run ended" in last
+    assert output.count("sweep watched:") >= 4  # three while it ran, the last once it ended
 
 
 @pytest.mark.parametrize("every", ["0", "-1", "inf", "nan", "1e400", "86401"])
@@ -117,8 +121,9 @@ def test_watching_a_sweep_no_driver_has_started_says_it_waits_for_one(tmp_path: 
     store.mkdir()  # `rlv launch` has made the store; its driver has not written the status yet
     lines: list[str] = []
 
-    def start_later() -> None:  # a driver turns up after a while, runs nothing and ends
-        time.sleep(1.0)
+    def start_later() -> None:  # once the watch has said it waits, a driver runs nothing, ends
+        wait_for(lambda: any("waiting for `rlv launch`" in line for line in lines), 120,
+                 "the watch to say it waits")
         status_file(store, "unstarted", {}, ended=True, driver="elsewhere:1")
 
     thread = threading.Thread(target=start_later)
