@@ -17,6 +17,16 @@ eta squared is the share of the model's residual sum of squares that the block t
 `block_removes` is the share of the residual variance (mean square) it removes,
 1 - MSE_blocked / MSE_model (negative when the block costs more df than it explains).
 Every term gets partial eta squared with a 95% interval from the noncentral F (effects.py).
+
+Degenerate data give rows, never an error: what cannot be estimated is NaN and the `note` says
+what and why. A model without residual df (one seed per cell), a metric that is constant, a
+model with zero residual variance (one that fits every value: a sum of squares below rounding,
+n (1e-9 max|y|)^2, counts as zero) have no error term, so F, p and the intervals are NaN; a
+factor the sweep varies that has a single level among a metric's values drops out of that
+metric's model and the note names it (a factor with one level in the whole sweep, such as the
+SVHN follow-up's layer, is no factor of the design: no note); an infinite value (a diverged
+trial's) is left out and counted in the note. Post hoc and planning use the same error term
+(posthoc.py, plan.py).
 """
 
 from __future__ import annotations
@@ -51,12 +61,29 @@ from rlv.analysis.design import (
 from rlv.analysis.effects import CI_LEVEL, partial_eta_sq_ci
 from rlv.analysis.labels import as_levels, present_datasets
 from rlv.analysis.load import Results, trials_of
-from rlv.analysis.tables import available_metrics, has_values, require_metric, select_dataset
+from rlv.analysis.tables import available_metrics, require_metric, select_dataset
 from rlv.errors import RlvError
 
 logger = logging.getLogger(__name__)
 
 ALPHA: Final = 0.01  # the thesis's significance bound (section 4.5)
+# A spread below this share of the metric's magnitude is rounding, not variation: least squares
+# leaves residuals of ~1e-15 max|y| where a model fits every value.
+ROUNDING: Final = 1e-9
+
+
+def rounding_ss(y: np.ndarray) -> float:
+    """The largest sum of squares of `y`'s n values that is rounding error: n (1e-9 max|y|)^2."""
+    scale = float(np.abs(y).max()) if len(y) else 0.0
+    return len(y) * (ROUNDING * scale) ** 2
+
+
+def _mse(result: Any, y: np.ndarray) -> float:
+    """Residual mean square; NaN without residual df, 0 where the residual SS is rounding."""
+    if result.df_resid <= 0:
+        return float("nan")
+    ssr = float(result.ssr)
+    return 0.0 if ssr <= rounding_ss(y) else ssr / float(result.df_resid)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +104,8 @@ class MetricFit:
     full_rank: bool  # False: confounded columns remain (extra-SS tests instead of Type III)
     block: str = ""  # the block factor ("seed") of a blocked variant; "" for the model itself
     block_removes: float = float("nan")  # 1 - MSE_blocked / MSE of the same model without it
+    single_level: tuple[str, ...] = ()  # varying factors with one level among the values: left out
+    infinite: int = 0  # values left out as infinite
 
     @property
     def factors(self) -> tuple[str, ...]:
@@ -86,6 +115,39 @@ class MetricFit:
     @property
     def resid_df(self) -> int:
         return int(round(self.result.df_resid))
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.data["y"].to_numpy(float)
+
+    @property
+    def constant(self) -> bool:
+        """Whether every value of the metric is the same (up to rounding)."""
+        y = self.y
+        return len(y) > 0 and float(np.ptp(y)) <= ROUNDING * float(np.abs(y).max())
+
+    @property
+    def ssr(self) -> float:
+        """The residual sum of squares; 0 where it is rounding error (the model fits exactly)."""
+        ssr = float(self.result.ssr)
+        return 0.0 if ssr <= rounding_ss(self.y) else ssr
+
+    @property
+    def mse(self) -> float:
+        """The residual mean square, the error term of F and Tukey tests: NaN where there is
+        none (`error_note` says why)."""
+        return self.ssr / self.resid_df if not self.error_note else float("nan")
+
+    @property
+    def error_note(self) -> str:
+        """Why the model has no error term to test against; "" when it has one."""
+        if self.constant:
+            return f"constant metric (every value {self.y[0]:g})"
+        if self.resid_df <= 0:
+            return "no residual df (as many parameters as trials, e.g. one seed per cell)"
+        if self.ssr <= 0.0:
+            return "no residual variance (the model fits every value exactly)"
+        return ""
 
 
 Fits: TypeAlias = Results | pd.DataFrame | Sequence[MetricFit]
@@ -130,11 +192,20 @@ def _metric_list(
     return list(metrics)
 
 
+def _finite(trials: pd.DataFrame, metric: str) -> pd.Series:
+    """Which rows hold a finite value of `metric` (none without its column)."""
+    if metric not in trials:
+        return pd.Series(False, index=trials.index)
+    return np.isfinite(pd.to_numeric(trials[metric], errors="coerce").astype(float))
+
+
 def _design_data(trials: pd.DataFrame, metric: str, factors: list[str]) -> pd.DataFrame:
     """Factor columns (as categories: numeric levels too) and the response `y`, rows with a
-    value only, unused levels dropped."""
+    finite value only (an infinite one, a diverged trial's, counts as missing), unused levels
+    dropped."""
     data = trials[factors].copy()
-    data["y"] = pd.to_numeric(trials[metric], errors="coerce").astype(float)
+    y = pd.to_numeric(trials[metric], errors="coerce").astype(float)
+    data["y"] = y.where(np.isfinite(y))
     data = data.dropna(subset=["y", *factors]).reset_index(drop=True)
     for f in factors:
         data[f] = as_levels(data[f])
@@ -167,6 +238,8 @@ def fit_metric(
     factors = list(varying_factors(trials))
     data = _design_data(trials, metric, [*factors, *([block] if block else [])])
     varying = [f for f in factors if data[f].nunique() > 1]
+    # a factor (or the block) that varies but has values at one level only: not estimable
+    single = [f for f in [*factors, *([block] if block else [])] if data[f].nunique() == 1]
     spec = spec_for(metric, varying)
     fitted, dropped = model_terms(spec), []
     if block:
@@ -192,8 +265,8 @@ def fit_metric(
     removes = float("nan")
     if block:
         unblocked = _fit(data, tuple(t for t in fitted if t != (block,)))
-        mse_u = float(unblocked.ssr) / unblocked.df_resid if unblocked.df_resid > 0 else np.nan
-        mse_b = float(result.ssr) / result.df_resid if result.df_resid > 0 else np.nan
+        y = data["y"].to_numpy(float)
+        mse_u, mse_b = _mse(unblocked, y), _mse(result, y)
         removes = 1.0 - mse_b / mse_u if np.isfinite(mse_b) and mse_u > 0 else np.nan
     return MetricFit(
         dataset=dataset,
@@ -210,6 +283,8 @@ def fit_metric(
         full_rank=full_rank,
         block=block,
         block_removes=removes,
+        single_level=tuple(single),
+        infinite=int(np.isinf(pd.to_numeric(trials[metric], errors="coerce")).sum()),
     )
 
 
@@ -232,11 +307,14 @@ def fit_models(
         for metric in chosen:
             if metrics is None and generic and metric not in GENERIC_METRICS:
                 continue
-            if not has_values(part, metric):
+            finite = _finite(part, metric)
+            if not finite.any():
                 logger.info("dataset %s has no values of %s: skipped", dataset, metric)
                 continue
             fits.append(fit_metric(part, metric, dataset or ""))
-            if blocks and col.SEED in part and part[col.SEED].nunique() > 1:
+            # a block needs two seeds among the metric's values
+            seeds = part.loc[finite, col.SEED] if col.SEED in part else None
+            if blocks and seeds is not None and seeds.nunique() > 1:
                 fits.append(fit_metric(part, metric, dataset or "", block=col.SEED))
     return fits
 
@@ -289,7 +367,9 @@ def _extra_ss(fit: MetricFit) -> dict[Term, tuple[float, float]]:
 
 def _rows(fit: MetricFit, alpha: float) -> list[dict[str, Any]]:
     resid_df = fit.resid_df
-    ss_resid = float(fit.result.ssr)
+    ss_resid = fit.ssr  # 0 where only rounding is left
+    rounding = rounding_ss(fit.y)
+    error = fit.error_note  # no error term: F, p and intervals are NaN
     notes = []
     if fit.missing_cells:
         notes.append(f"{fit.missing_cells} empty cells")
@@ -297,8 +377,13 @@ def _rows(fit: MetricFit, alpha: float) -> list[dict[str, Any]]:
         notes.append("unbalanced")
     if not fit.terms:
         notes.append("no factor varies")
-    if resid_df <= 0:
-        notes.append("no residual df: F not defined")
+    if error:
+        notes.append(f"{error}: F, p and intervals not estimable")
+    if fit.infinite:
+        notes.append(f"{fit.infinite} infinite value{'s' if fit.infinite > 1 else ''} left out")
+    if fit.single_level:
+        levels = ", ".join(f"{f} ({fit.data[f].iloc[0]})" for f in fit.single_level)
+        notes.append(f"one level among the values, its effect not estimable: {levels}")
     use_type3 = fit.full_rank and resid_df > 0
     if fit.dropped_terms:
         names = ", ".join(":".join(t) for t in fit.dropped_terms)
@@ -321,7 +406,11 @@ def _rows(fit: MetricFit, alpha: float) -> list[dict[str, Any]]:
     rows = []
     for term in fit.terms or ((),):
         ss, df = effects.get(term, (np.nan, 0.0))
-        if resid_df > 0 and df > 0 and ss_resid > 0:
+        if df <= 0:  # no columns of its own (one level, or confounded): nothing to estimate
+            ss = np.nan
+        elif ss <= rounding:  # a term that explains nothing but rounding explains nothing
+            ss = 0.0
+        if not error and df > 0:
             f_value = (ss / df) / (ss_resid / resid_df)
             p_value = float(stats.f.sf(f_value, df, resid_df))
         else:

@@ -130,9 +130,9 @@ def plan_for_fit(
         )
     if fit.resid_df <= 0:
         raise RlvError(f"{fit.metric} has no residual df in these results: run more seeds first")
-    sigma = math.sqrt(float(fit.result.ssr) / fit.resid_df)
-    if not sigma > 0:
-        raise RlvError(f"{fit.metric} has zero residual variance: no power analysis possible")
+    if fit.error_note:  # a constant metric, a model that fits every value
+        raise RlvError(f"{fit.metric}: {fit.error_note}; no power analysis possible")
+    sigma = math.sqrt(fit.mse)
     levels = int(fit.data[factor].nunique())
     f = delta / (sigma * math.sqrt(2 * levels))
     params = fit.n - fit.resid_df
@@ -224,11 +224,9 @@ def planning_table(
     units) between two levels of `factor`."""
     rows = []
     for fit in model_fits(fits):
-        if fit.metric not in PLAN_METRICS or factor not in fit.factors or fit.resid_df <= 0:
-            continue
-        if not float(fit.result.ssr) > 0:
-            continue
-        sigma = math.sqrt(float(fit.result.ssr) / fit.resid_df)
+        if fit.metric not in PLAN_METRICS or factor not in fit.factors or fit.error_note:
+            continue  # no residual df or variance: no sigma to plan with
+        sigma = math.sqrt(fit.mse)
         for k in deltas_sd:
             plan = plan_for_fit(fit, factor, k * sigma, power, alpha)
             rows.append({"delta_sd": k, **plan.as_dict()})

@@ -26,11 +26,11 @@ import pandas as pd
 from scipy import stats
 
 from rlv import columns as col
-from rlv.analysis.anova import ALPHA, Fits, MetricFit, fits_of, model_fits
+from rlv.analysis.anova import ALPHA, ROUNDING, Fits, MetricFit, fits_of, model_fits
 
 POSTHOC_COLUMNS: Final = (
     "dataset", "metric", "factor", "group1", "group2", "mean1", "mean2", "meandiff",
-    "lower", "upper", "confidence", "p_adj", "reject", "error_df",
+    "lower", "upper", "confidence", "p_adj", "reject", "error_df", "note",
 )  # fmt: skip
 
 
@@ -52,7 +52,10 @@ def tukey_hsd(fit: MetricFit, factor: str = col.ENCODER, alpha: float = ALPHA) -
     """All pairs of `factor`'s levels for one fitted model: meandiff = mean2 - mean1.
 
     Tukey-Kramer with the model's error term (MSE and residual df, `error_df`), as SPSS's GLM;
-    `lower`..`upper` is the pair's simultaneous (1 - alpha) interval for meandiff.
+    `lower`..`upper` is the pair's simultaneous (1 - alpha) interval for meandiff. Without
+    residual df, p and the interval are NaN; without residual variance (a constant metric, a
+    model that fits every value) the differences are exact: the interval is the difference, p
+    its limit (0 where the means differ, 1 where not). `note` says which.
     """
     if factor not in fit.factors:
         return pd.DataFrame(columns=list(POSTHOC_COLUMNS))
@@ -60,14 +63,25 @@ def tukey_hsd(fit: MetricFit, factor: str = col.ENCODER, alpha: float = ALPHA) -
     base = {"dataset": fit.dataset, "metric": fit.metric, "factor": factor}
     rows: list[dict[str, Any]] = []
     df = fit.resid_df
-    mse = float(fit.result.ssr) / df if df > 0 else np.nan
+    # No residual variance (a constant metric, a model that fits every value): the means are
+    # exact, so each interval is the difference itself and p is its limit as the error variance
+    # goes to 0: 0 where the means differ, 1 where they are equal. No residual df: NaN.
+    exact = df > 0 and not fit.ssr > 0
+    mse = 0.0 if exact else fit.mse  # NaN without an error term
+    if exact:
+        note = f"{fit.error_note}: exact differences (p 0 or 1, interval of width 0)"
+    else:
+        note = f"{fit.error_note}: p and interval not estimable" if fit.error_note else ""
+    rounding = ROUNDING * float(np.abs(fit.y).max()) if fit.n else 0.0
     k_levels = len(levels)
-    q_crit = _q_crit(alpha, k_levels, df) if df > 0 else np.nan
+    q_crit = 0.0 if exact else _q_crit(alpha, k_levels, df) if np.isfinite(mse) else np.nan
     for i, j in itertools.combinations(range(k_levels), 2):
         diff = float(means[j] - means[i])
         # Tukey-Kramer: the pair's standard error in studentized-range units.
         se = np.sqrt(mse / 2.0 * (1.0 / counts[i] + 1.0 / counts[j]))
-        if np.isfinite(se) and se > 0:
+        if exact:
+            p_adj = 0.0 if abs(diff) > rounding else 1.0
+        elif np.isfinite(se) and se > 0:
             p_adj = float(stats.studentized_range.sf(abs(diff) / se, k_levels, df))
         else:
             p_adj = np.nan
@@ -85,6 +99,7 @@ def tukey_hsd(fit: MetricFit, factor: str = col.ENCODER, alpha: float = ALPHA) -
                 "p_adj": p_adj,
                 "reject": bool(p_adj < alpha) if np.isfinite(p_adj) else False,
                 "error_df": df,
+                "note": note,
             }
         )
     return pd.DataFrame(rows, columns=list(POSTHOC_COLUMNS))
@@ -192,13 +207,16 @@ def residual_checks(
     """The ANOVA's assumptions per dataset and metric: Levene across cells, Shapiro-Wilk on
     the model's residuals.
 
-    Levene centres on the mean, as SPSS's GLM does. `homoscedastic`/`normal` are p >= alpha.
+    Levene centres on the mean, as SPSS's GLM does. `homoscedastic`/`normal` are p >= alpha;
+    where a statistic is not defined (no spread in the cells, no residual variance) it is NaN
+    and `note` says why.
     `data`: results (fitted here) or the fits of `fit_models`.
     """
     rows = []
     for fit in model_fits(fits_of(data, metrics)):
         cells = _cells(fit)
         resid = np.asarray(fit.result.resid, dtype=float)
+        notes = []
         with warnings.catch_warnings():
             # Constant cells (zero spread) make both statistics undefined: report NaN.
             warnings.simplefilter("ignore")
@@ -207,11 +225,24 @@ def residual_checks(
                 lev_w, lev_p = float(levene.statistic), float(levene.pvalue)
             else:
                 lev_w = lev_p = np.nan
-            if len(resid) >= 3 and np.ptp(resid) > 1e-12 * max(1.0, np.abs(resid).max()):
+            fits_exactly = not fit.ssr > 0  # residuals are rounding error, or none
+            if len(resid) >= 3 and not fits_exactly and np.ptp(resid) > 0:
                 shapiro = stats.shapiro(resid)
                 sw_w, sw_p = float(shapiro.statistic), float(shapiro.pvalue)
             else:
                 sw_w = sw_p = np.nan
+        if not np.isfinite(lev_p):
+            notes.append(
+                "Levene not defined: "
+                + ("fewer than two cells with two or more trials" if len(cells) < 2
+                   else "no spread within the cells")
+            )
+        if not np.isfinite(sw_p):
+            notes.append(
+                "Shapiro-Wilk not defined: "
+                + ("fewer than three residuals" if len(resid) < 3
+                   else "no residual df" if fit.resid_df <= 0 else "no residual variance")
+            )
         rows.append(
             {
                 "dataset": fit.dataset,
@@ -225,6 +256,7 @@ def residual_checks(
                 "shapiro_W": sw_w,
                 "shapiro_p": sw_p,
                 "normal": bool(sw_p >= alpha) if np.isfinite(sw_p) else None,
+                "note": "; ".join(notes),
             }
         )
     return pd.DataFrame(rows)
