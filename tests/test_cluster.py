@@ -155,3 +155,16 @@ def test_a_missing_or_broken_cluster_file_is_named_before_the_store(tmp_path: Pa
     assert expected in out.stderr
     assert "is a local folder" not in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_two_submissions_in_the_same_second_get_different_job_ids() -> None:
+    from datetime import UTC, datetime
+
+    from rlv.service.dashboard import submission_id
+
+    before = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    ids = [submission_id("quick") for _ in range(100)]  # well inside a second or two
+    after = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    assert len(set(ids)) == len(ids)
+    # each still names its sweep and the second it was sent
+    assert all(i.startswith("rlv-quick-") and before <= i.split("-", 2)[2][:15] <= after for i in ids)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 import urllib.request
@@ -47,8 +48,9 @@ def job_metadata(sweep: str) -> dict[str, str]:
 
 
 def submission_id(sweep: str) -> str:
-    """A Ray Job's id that names its sweep (unique per submission: ids cannot be reused)."""
-    return f"rlv-{sweep}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    """A Ray Job's id that names its sweep and when it was sent, unique per submission (Ray
+    refuses a reused id): the random tail keeps two launches in the same second apart."""
+    return f"rlv-{sweep}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
 
 
 def board_name(sweep: str) -> str:
