@@ -9,10 +9,10 @@
 STORE is a local folder or a URI that pyarrow opens (s3://, gs://, file://). Only the driver
 writes, through one StoreWriter, and `rlv launch` refuses to start a second driver on a sweep whose
 driver is alive. Exactly once: a row is written only if its trial or (trial, epoch) key is not in
-the store yet (the writer
-lists the keys when it opens a sweep: file names carry them, and a batch file's key columns are
-read; a sweep driver writes batches, one file per table every HEARTBEAT_S, so that a store of
-thousands of trials is tens of files that pandas reads in a moment, not thousands). Files appear
+the store yet (the writer lists the keys when it opens a sweep: old per-trial file names carry
+them, and a batch file's key columns are read; a sweep driver writes batches, one file per table
+every HEARTBEAT_S, so that a store of thousands of trials is tens of files that pandas reads in
+a moment, not thousands). Files appear
 atomically on local disks (written under a `.`-name that readers skip, then renamed) and on
 object stores (one PUT). This module holds the layout and the reading; rlv/store/writer.py writes.
 """

@@ -19,6 +19,7 @@ import torch
 from rlv import columns as col
 from rlv.config import TrainConfig
 from rlv.errors import RlvError
+from rlv.store.files import first_line
 from rlv.trial.models.vae import VAE, derived_seed
 
 
@@ -133,9 +134,8 @@ def read_state(data: bytes, name: str) -> dict[str, Any]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RlvError(f"checkpoint {name} is not a valid rlv checkpoint ({reason[:200]})") from None
-    if not isinstance(state, dict) or not set(state) >= STATE_KEYS - {"cuda_rng"} \
-            or not set(state) <= STATE_KEYS:
+        raise RlvError(f"checkpoint {name} is not a valid rlv checkpoint "
+                       f"({first_line(exc)[:200]})") from None
+    if not isinstance(state, dict) or not STATE_KEYS - {"cuda_rng"} <= set(state) <= STATE_KEYS:
         raise RlvError(f"checkpoint {name} is not a valid rlv checkpoint (not a trainer state)")
     return state
