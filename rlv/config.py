@@ -20,6 +20,11 @@ from rlv.errors import RlvError
 C = TypeVar("C")
 
 PRECISIONS = ("fp32", "bf16")  # TrainConfig.precision
+# DataConfig.test_overlap: how a seed's test images are drawn. disjoint: the split of thesis 4.5
+# (train, validation and test cut from one permutation); independent: the test images are drawn
+# from a second, independent permutation of the same images, so about train/total of them (25/60 on
+# MNIST) are training images too. Only for testing an explanation of the thesis's fc numbers.
+TEST_OVERLAPS = ("disjoint", "independent")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class DataConfig:
     data_dir: str | None = None  # folder with the data set's files; None: $RLV_DATA_DIR or offline copy
     train_size: int | None = None  # None: the thesis's 25,000; smaller for quick runs
     test_size: int | None = None  # None: the whole test split (25,000 MNIST, 38,257 SVHN)
+    test_overlap: str = "disjoint"  # one of TEST_OVERLAPS: disjoint (thesis 4.5) | independent
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,10 @@ class TrainConfig:
     precision: str = "fp32"  # one of PRECISIONS: fp32 | bf16 (autocast; opt-in)
     checkpoint_every: int = 10  # epochs between checkpoints (Ray Tune resumes from the last)
     warmup_epochs: int = 0  # KL warm-up: the RT weight rises linearly 0 -> 1 over these epochs
+    # RT's weight in the optimised loss, RE - kl_weight * RT (the metrics stay unweighted): 1 is
+    # the ELBO; D (the latent size) optimises the KL summed over dimensions while the tables
+    # average it, one reading of the thesis's code
+    kl_weight: float = 1.0
 
     def checkpoint_due(self, epoch: int) -> bool:
         """Checkpoint after this epoch? Every `checkpoint_every` epochs and after the last one,
@@ -75,6 +85,13 @@ class EvalConfig:
     samples: int = 64
     interpolation_pairs: int = 4
     interpolation_steps: int = 6  # intervals between the two end points (thesis: six)
+    # epochs between test-set evaluations during training (their terms go into the epochs table
+    # as test_neg_elbo, test_re, test_rt); 0: only after the last epoch, as the thesis does
+    test_every: int = 0
+
+    def test_due(self, epoch: int) -> bool:
+        """Evaluate the test split after this (1-based) epoch?"""
+        return self.test_every > 0 and epoch % self.test_every == 0
 
 
 @dataclass(frozen=True)

@@ -275,7 +275,10 @@ def test_every_trial_gets_a_tensorboard_run_matching_the_store_and_the_board_sho
     from rlv.store.status import sweep_status
     from rlv.sweep.files import load_sweep
 
-    path = write_sweep(tmp_path, "curves", settings={"train": {"epochs": 4}})
+    # test_every 2: the test split's terms after epochs 2 and 4, in the epochs table and as curves
+    path = write_sweep(tmp_path, "curves", settings={
+        "train": {"epochs": 4},
+        "eval": {"fid_samples": 0, "samples": 16, "interpolation_pairs": 2, "test_every": 2}})
     out = launch(path, watch_cluster)
     assert out.returncode == 0, out.stdout + out.stderr
     logdir = tmp_path / "store" / "tensorboard" / "curves"
@@ -301,7 +304,13 @@ def test_every_trial_gets_a_tensorboard_run_matching_the_store_and_the_board_sho
             for epoch, value in got[tag].items():
                 assert value == pytest.approx(float(mine.loc[epoch, column]), rel=1e-6), (tag, epoch)
         row = trials[trials[col.TRIAL_ID] == trial_id].iloc[0]
-        assert got["test/neg_elbo"] == {4: pytest.approx(float(row[col.TEST_NEG_ELBO]), rel=1e-6)}
+        for tag, column in [("test/neg_elbo", col.TEST_NEG_ELBO), ("test/re", col.TEST_RE),
+                            ("test/rt", col.TEST_RT)]:
+            assert mine[column].isna().tolist() == [True, False, True, False], column
+            assert got[tag] == {e: pytest.approx(float(mine.loc[e, column]), rel=1e-6)
+                                for e in (2, 4)}, tag
+            # after the last epoch, the same evaluation as the trial's own test column
+            assert float(mine.loc[4, column]) == pytest.approx(float(row[column]), rel=1e-9)
         assert got["test/rt_elbo"] == {4: pytest.approx(float(row[col.TEST_RT_ELBO]), rel=1e-6)}
         assert "test/fid" not in got  # FID skipped (fid_samples 0): no point rather than NaN
 

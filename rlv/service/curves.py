@@ -40,6 +40,10 @@ EPOCH_TAGS = {
     "train/rt": col.TRAIN_RT,
     "train/flow_logdet": col.FLOW_LOGDET,
     "train/epoch_time_s": col.EPOCH_TIME_S,
+    # eval.test_every: the test split during training, on the same tags as the final values
+    "test/neg_elbo": col.TEST_NEG_ELBO,
+    "test/re": col.TEST_RE,
+    "test/rt": col.TEST_RT,
 }
 FINAL_TAGS = {
     "test/neg_elbo": col.TEST_NEG_ELBO,

@@ -26,7 +26,8 @@ from rlv.config import TrialConfig
 from rlv.errors import RlvError
 
 NAMING_FIELDS = ("sweep", "trial_id", "factors", "seed")  # not settings (the seed is in the key)
-NOT_RESULT = ("data.data_dir", "train.checkpoint_every")  # change no number of a result
+# change no number of a result (test_every's evaluations fork the RNG: training is the same)
+NOT_RESULT = ("data.data_dir", "train.checkpoint_every", "eval.test_every")
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -55,6 +55,7 @@ EPOCH_SCHEMA = pa.schema([
     (col.FLOW_LOGDET, _FLOAT), (col.DATASET, _STRING), (col.ENCODER, _STRING),
     (col.LAYER, _STRING), (col.PRIOR, _STRING), (col.OBJECTIVE, _STRING), (col.SEED, _INT),
     (col.NODE_ID, _STRING), (col.HOSTNAME, _STRING),
+    (col.TEST_NEG_ELBO, _FLOAT), (col.TEST_RE, _FLOAT), (col.TEST_RT, _FLOAT),  # eval.test_every
 ])  # fmt: skip
 
 

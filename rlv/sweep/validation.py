@@ -5,7 +5,7 @@ Every message names the bad value and what is allowed, in one line (RlvError).
 
 from __future__ import annotations
 
-from rlv.config import PRECISIONS, TrialConfig
+from rlv.config import PRECISIONS, TEST_OVERLAPS, TrialConfig
 from rlv.datasets import effective_sizes
 from rlv.errors import RlvError
 from rlv.levels import DATASETS, ENCODERS, INITS, LAYERS, OBJECTIVES, PRIORS
@@ -30,6 +30,9 @@ def check_trial_config(cfg: TrialConfig) -> None:
     if cfg.train.precision not in PRECISIONS:
         raise RlvError(f"unknown precision {cfg.train.precision!r}; choose one of: "
                        f"{', '.join(PRECISIONS)}")
+    if cfg.data.test_overlap not in TEST_OVERLAPS:
+        raise RlvError(f"unknown data.test_overlap {cfg.data.test_overlap!r}; choose one of: "
+                       f"{', '.join(TEST_OVERLAPS)}")
     for name, value in (("epochs", cfg.train.epochs), ("batch_size", cfg.train.batch_size),
                         ("lr", cfg.train.lr), ("checkpoint_every", cfg.train.checkpoint_every),
                         ("train_size", cfg.data.train_size), ("test_size", cfg.data.test_size),
@@ -41,7 +44,8 @@ def check_trial_config(cfg: TrialConfig) -> None:
                         ("reconstructions", cfg.eval.reconstructions),
                         ("samples", cfg.eval.samples),
                         ("interpolation_pairs", cfg.eval.interpolation_pairs),
-                        ("interpolation_steps", cfg.eval.interpolation_steps)):
+                        ("interpolation_steps", cfg.eval.interpolation_steps),
+                        ("kl_weight", cfg.train.kl_weight)):
         _positive(name, value)
     _positive("fid_samples", cfg.eval.fid_samples, allow_zero=True)
     if cfg.eval.fid_samples == 1:
@@ -49,6 +53,7 @@ def check_trial_config(cfg: TrialConfig) -> None:
                        "or at least 2 samples")
     _positive("seed", cfg.seed, allow_zero=True)
     _positive("warmup_epochs", cfg.train.warmup_epochs, allow_zero=True)
+    _positive("test_every", cfg.eval.test_every, allow_zero=True)
     if not 0 <= cfg.model.dropout < 1:
         raise RlvError(f"dropout = {cfg.model.dropout} is not allowed; it must be in [0, 1)")
     train_n, test_n = effective_sizes(dataset, cfg.data)

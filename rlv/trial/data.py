@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from rlv.config import DataConfig
-from rlv.datasets import effective_sizes, split_indices
+from rlv.datasets import Dataset, effective_sizes, split_indices
 from rlv.levels import DATASETS
+from rlv.trial.models.vae import derived_seed
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,18 @@ class Split:
     train: torch.Tensor
     test: torch.Tensor
     train_uint8: torch.Tensor  # the same train images as uint8 on the CPU, for FID's real side
+
+
+def trial_indices(dataset: Dataset, cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The indices of seed `seed`'s train and test images, cut to the configured sizes."""
+    train_n, test_n = effective_sizes(dataset, cfg)
+    train_idx, _, test_idx = split_indices(dataset.total, dataset.sizes, seed)
+    if cfg.test_overlap == "independent":
+        # a second permutation of all the images, drawn apart from the first: about
+        # train/total of these test images are training images too (config.TEST_OVERLAPS)
+        rng = np.random.Generator(np.random.PCG64(derived_seed(seed, "test-overlap")))
+        test_idx = rng.permutation(dataset.total)
+    return train_idx[:train_n], test_idx[:test_n]
 
 
 def load_split(cfg: DataConfig, seed: int, device: torch.device,
@@ -36,11 +50,10 @@ def load_split(cfg: DataConfig, seed: int, device: torch.device,
 def _load_split_cached(cfg: DataConfig, seed: int, device: str,
                        memory_format: torch.memory_format) -> Split:
     dataset = DATASETS.build(cfg.dataset)
-    train_n, test_n = effective_sizes(dataset, cfg)
     images = dataset.images(cfg.data_dir)
-    train_idx, _, test_idx = split_indices(dataset.total, dataset.sizes, seed)
-    train_u8 = torch.from_numpy(images[train_idx[:train_n]])
-    test_u8 = torch.from_numpy(images[test_idx[:test_n]])
+    train_idx, test_idx = trial_indices(dataset, cfg, seed)
+    train_u8 = torch.from_numpy(images[train_idx])
+    test_u8 = torch.from_numpy(images[test_idx])
 
     def to_device(u8: torch.Tensor) -> torch.Tensor:
         # (N, C, 32, 32) in [0, 1]; channels_last is a no-op for MNIST's one channel

@@ -11,7 +11,7 @@ import io
 import pickle
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from rlv.config import TrainConfig
 from rlv.errors import RlvError
 from rlv.store.files import first_line
 from rlv.trial.models.vae import VAE, derived_seed
+from rlv.trial.objective import Terms
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class EpochMetrics:
     train_rt: float
     epoch_time_s: float
     flow_logdet: float = 0.0  # mean log|det df/dz| of the prior over the epoch (0: normal)
+    # the test split's terms after this epoch, where eval.test_every asked for them (else None)
+    test_neg_elbo: float | None = None
+    test_re: float | None = None
+    test_rt: float | None = None
 
 
 def synchronize(device: torch.device) -> None:
@@ -76,11 +81,7 @@ class Trainer:
             x = x_all[order[i : i + bs]]  # (B, C, 32, 32), a gather on the device
             with self.precision:  # autocast the forward only: backward and Adam stay in fp32
                 terms = model(x)
-            weight = self.rt_weight(self.epoch * steps + step, steps)
-            if weight == 1.0:
-                loss = terms.neg_elbo.mean()  # neg_elbo (B,) = re - rt
-            else:  # KL warm-up: the optimised loss only; the metrics stay the unweighted terms
-                loss = (terms.re - weight * terms.rt).mean()
+            loss = self.loss(terms, self.epoch * steps + step, steps)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -95,6 +96,21 @@ class Trainer:
         metrics = EpochMetrics(self.epoch, re - rt, re, rt, elapsed, logdet)
         self.history.append(metrics)
         return metrics
+
+    def loss(self, terms: Terms, step: int, steps_per_epoch: int) -> torch.Tensor:
+        """The optimised scalar at batch `step`: mean of RE - w * RT with w = kl_weight times the
+        warm-up's weight; the reported metrics stay the unweighted terms."""
+        weight = self.rt_weight(step, steps_per_epoch) * self.cfg.kl_weight
+        if weight == 1.0:
+            return terms.neg_elbo.mean()  # neg_elbo (B,) = re - rt
+        return (terms.re - weight * terms.rt).mean()
+
+    def record_test(self, test: dict[str, float]) -> EpochMetrics:
+        """Add the test split's terms (evaluate.test_metrics) to the last epoch's metrics."""
+        last = replace(self.history[-1], test_neg_elbo=test[col.TEST_NEG_ELBO],
+                       test_re=test[col.TEST_RE], test_rt=test[col.TEST_RT])
+        self.history[-1] = last
+        return last
 
     def rt_weight(self, step: int, steps_per_epoch: int) -> float:
         """KL warm-up: RT's weight in the loss at batch `step` (0-based, counted over the whole

@@ -70,6 +70,7 @@ def epoch_row(cfg: TrialConfig, m: EpochMetrics) -> dict[str, Any]:
     return {col.TRIAL_ID: cfg.name, col.EPOCH: m.epoch, col.TRAIN_NEG_ELBO: m.train_neg_elbo,
             col.TRAIN_RE: m.train_re, col.TRAIN_RT: m.train_rt,
             col.EPOCH_TIME_S: m.epoch_time_s, col.FLOW_LOGDET: m.flow_logdet,
+            col.TEST_NEG_ELBO: m.test_neg_elbo, col.TEST_RE: m.test_re, col.TEST_RT: m.test_rt,
             **factor_values(cfg)}
 
 
@@ -103,7 +104,10 @@ def run_trial(
         log.info("%s resumes after epoch %d", cfg.name, trainer.epoch)
     on_phase("training")
     while trainer.epoch < cfg.train.epochs:
-        on_epoch(trainer.run_epoch(), trainer)
+        metrics = trainer.run_epoch()
+        if cfg.eval.test_due(metrics.epoch):  # one forward pass of the test split, RNG forked
+            metrics = trainer.record_test(test_metrics(model, split.test, cfg.seed))
+        on_epoch(metrics, trainer)
 
     on_phase("testing")
     test = test_metrics(model, split.test, cfg.seed)
