@@ -61,6 +61,7 @@ from rlv.analysis.design import (
 from rlv.analysis.effects import CI_LEVEL, partial_eta_sq_ci
 from rlv.analysis.labels import as_levels, present_datasets
 from rlv.analysis.load import Results, trials_of
+from rlv.analysis.resampling import Resampling
 from rlv.analysis.tables import available_metrics, require_metric, select_dataset
 from rlv.errors import RlvError
 
@@ -342,6 +343,11 @@ def _type3(fit: MetricFit) -> dict[Term, tuple[float, float]]:
     }
 
 
+def column_terms(fit: MetricFit) -> list[Term]:
+    """The term each column of the fit's design belongs to (() for the intercept)."""
+    return [_term_of(name) for name in fit.result.model.exog_names]
+
+
 def _extra_ss(fit: MetricFit) -> dict[Term, tuple[float, float]]:
     """Per term: RSS increase and rank lost when its sum-coded columns are dropped.
 
@@ -436,8 +442,8 @@ def _rows(fit: MetricFit, alpha: float) -> list[dict[str, Any]]:
 
 
 ANOVA_COLUMNS: Final = (
-    "dataset", "metric", "model", "block", "term", "df", "resid_df", "ss", "F", "p",
-    "partial_eta_sq", "eta_sq_lower", "eta_sq_upper", "significant", "block_removes", "n",
+    "dataset", "metric", "model", "block", "term", "df", "resid_df", "ss", "F", "p", "p_holm",
+    "p_perm", "read", "partial_eta_sq", "eta_sq_lower", "eta_sq_upper", "significant", "block_removes", "n",
     "cells", "missing_cells", "balanced", "note",
 )  # fmt: skip
 
@@ -446,6 +452,7 @@ def anova_table(
     data: Fits,
     metrics: tuple[str, ...] | list[str] | None = None,
     alpha: float = ALPHA,
+    resampling: Resampling | None = None,
 ) -> pd.DataFrame:
     """The tidy ANOVA table: one row per dataset, metric and model term.
 
@@ -456,11 +463,22 @@ def anova_table(
     noncentral F inverted, effects.py). Each model's seed-blocked variant follows it (`block` =
     "seed", `block_removes`: the share of residual variance the block removes).
     Flags: `balanced`, `n`, `cells`, `missing_cells`, `note`.
+
+    `read` says which test of a model's terms to read: "F", or "permutation" where its residuals
+    fail Shapiro-Wilk or Brown-Forsythe at alpha (assumptions.py); there `p_perm` is the
+    Freedman-Lane permutation p (permutation.py; `resampling` sets the permutations and seed).
+    `p_holm`: the p to read, Holm-adjusted over the metrics (multiplicity.py).
     """
+    # Imported here: both modules build on this one's MetricFit.
+    from rlv.analysis.multiplicity import with_holm
+    from rlv.analysis.permutation import with_permutation
+
     rows: list[dict[str, Any]] = []
+    fits = fits_of(data, metrics)
     with warnings.catch_warnings():
         # A perfect fit (no residual df) makes statsmodels divide by zero; we report it instead.
         warnings.simplefilter("ignore", RuntimeWarning)
-        for fit in fits_of(data, metrics):
+        for fit in fits:
             rows += _rows(fit, alpha)
-    return pd.DataFrame(rows, columns=list(ANOVA_COLUMNS))
+    table = with_permutation(pd.DataFrame(rows, columns=list(ANOVA_COLUMNS)), fits, alpha, resampling)
+    return with_holm(table).reindex(columns=list(ANOVA_COLUMNS))
