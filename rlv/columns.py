@@ -95,6 +95,19 @@ TRIALS_TABLE: Final = "trials"
 EPOCHS_TABLE: Final = "epochs"
 IMAGES_DIR: Final = "images"
 
+# --- the rounds of a sweep with `until:` (rlv/store/rounds.py): one row per round ----------------
+ROUNDS_TABLE: Final = "rounds"
+ROUND: Final = "round"  # 1, 2, ...
+ROUND_SEEDS: Final = "seeds"  # seeds per cell the round ran
+ROUND_TRIALS: Final = "trials"  # trials the metric's model was fitted to
+SIGMA: Final = "sigma"  # the model's residual sd (NaN: no residual df yet)
+PLANNED_SEEDS: Final = "planned_seeds"  # what `rlv plan` asks for (null: none or beyond its bound)
+POWER: Final = "power"  # the power the round's seeds give for the question's delta
+NEXT_SEEDS: Final = "next_seeds"  # the next round's seeds per cell (= seeds: the last round)
+DECISION: Final = "decision"  # grow, power reached, max_seeds reached, ...
+UNTIL: Final = "until"  # the question (the sweep file's until:) as JSON
+DECIDED_AT: Final = "decided_at"
+
 EPOCH_METRICS: Final = (TRAIN_NEG_ELBO, TRAIN_RE, TRAIN_RT, EPOCH_TIME_S)
 TEST_METRICS: Final = (TEST_NEG_ELBO, TEST_RE, TEST_RT, TEST_RT_ELBO, FLOW_LOGDET)
 

@@ -3,9 +3,11 @@
 Writes into `out`: report.md, a self-contained report.html, anova.csv (the tidy ANOVA table, with
 each model's seed-blocked variant), posthoc.csv (every pair with its Tukey interval),
 orderings.csv (encoder, layer, prior, ... against the thesis's), checks.csv, planning.csv,
-thesis_comparison.csv, tables/*.csv, plots/*.png and images/ (the trials' own PNGs, per cell the
-first seed's). Prints nothing; logs progress. `out` must be a folder (created if missing) outside
-the store: a report written into a store would sit among its data.
+random_effects.csv (seeds as a random effect), robust.csv (IQMs, probabilities of improvement),
+assumptions.csv (which test to read), thesis_comparison.csv, tables/*.csv, plots/*.png and
+images/ (the trials' own PNGs, per cell the first seed's). Prints nothing; logs progress. `out`
+must be a folder (created if missing) outside the store: a report written into a store would sit
+among its data.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from matplotlib.figure import Figure
 import rlv
 from rlv import columns as col
 from rlv.analysis.anova import ALPHA, anova_table, fit_models, model_fits
+from rlv.analysis.assumptions import assumption_table
 from rlv.analysis.design import DEFAULT_METRICS
 from rlv.analysis.effects import CI_LEVEL
 from rlv.analysis.labels import metric_label, present_datasets, present_levels
 from rlv.analysis.load import Results, load_store, require_one_sweep_per_dataset
+from rlv.analysis.mixed import random_effects_table
 from rlv.analysis.plan import POWER, planning_table
 from rlv.analysis.plots import image_cells, interaction_plot, learning_curves
 from rlv.analysis.posthoc import ordering_table, posthoc_table, residual_checks
@@ -42,6 +46,9 @@ from rlv.analysis.render import (
     to_html,
     to_markdown,
 )
+from rlv.analysis.report_robust import assumption_blocks, random_effects_blocks, robust_blocks
+from rlv.analysis.resampling import Resampling
+from rlv.analysis.robust import robust_table
 from rlv.analysis.tables import available_metrics, cell_tables, select_dataset
 from rlv.analysis.thesis import compare_orderings, thesis_comparison
 from rlv.errors import RlvError
@@ -63,6 +70,9 @@ class ReportPaths:
     checks: Path
     planning: Path
     comparison: Path
+    random_effects: Path
+    robust: Path
+    assumptions: Path
     tables: tuple[Path, ...]
     plots: tuple[Path, ...]
     images: tuple[Path, ...]
@@ -109,6 +119,9 @@ def _anova_display(anova: pd.DataFrame) -> pd.DataFrame:
                 for d, r, f in zip(anova["df"], anova["resid_df"], anova["F"], strict=True)
             ],
             "p": [_p(p) for p in anova["p"]],
+            "p (Holm)": [_p(p) for p in anova["p_holm"]],
+            "p perm": [_p(p) for p in anova["p_perm"]],
+            "read": anova["read"],
             f"partial eta sq [{CI_LEVEL:.0%} CI]": [
                 _eta(e, lo, hi)
                 for e, lo, hi in zip(
@@ -137,19 +150,26 @@ def _datasets(results: Results) -> list[str]:
     return [d for d in present_datasets(results.trials) if d is not None]
 
 
-def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, Path]:
+def _statistics(
+    results: Results, out: Path, blocks: list[Block], resampling: Resampling
+) -> dict[str, Path]:
     """ANOVA, post hoc, orderings, checks and the thesis comparison: report blocks, and the CSVs
     (returned as {name: path})."""
     try:
-        fits = fit_models(results)  # once, for all three tables
-        anova = anova_table(fits)
+        fits = fit_models(results)  # once, for all the tables
+        anova = anova_table(fits, resampling=resampling)
         posthoc = posthoc_table(fits)
         checks = residual_checks(fits)
         planning = planning_table(model_fits(fits))
+        random = random_effects_table(fits)
+        robust = robust_table(fits, settings=resampling)
+        assumptions = assumption_table(fits)
     except RlvError as exc:  # e.g. no metric has values yet: the report still shows the rest
         logger.warning("no statistics: %s", exc)
         blocks.append(Para(f"No statistics: {exc}"))
-        anova, posthoc, checks, planning = (pd.DataFrame() for _ in range(4))
+        anova, posthoc, checks, planning, random, robust, assumptions = (
+            pd.DataFrame() for _ in range(7)
+        )
     orderings = compare_orderings(ordering_table(posthoc)) if not posthoc.empty else pd.DataFrame()
     comparison = thesis_comparison(results)
     frames = {
@@ -158,6 +178,9 @@ def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, P
         "orderings": orderings,
         "checks": checks,
         "planning": planning,
+        "random_effects": random,
+        "robust": robust,
+        "assumptions": assumptions,
         "thesis_comparison": comparison,
     }
     paths = {name: out / f"{name}.csv" for name in frames}
@@ -171,10 +194,14 @@ def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, P
                 "split and frozen initialisation are shared by every cell. Partial eta squared "
                 f"with its {CI_LEVEL:.0%} interval (noncentral F inverted; the F tests are at "
                 f"alpha = {ALPHA:g}). Overfitting gaps are positive "
-                "when the test set is worse (test - train; RT: train - test)."
+                "when the test set is worse (test - train; RT: train - test). read: the test to "
+                "read, the F test, or the permutation test (p perm) where the model's residuals "
+                "fail a check (Which test to read, below); p (Holm): that p adjusted over the "
+                "metrics, per term."
             )
         )
         blocks.append(Table(_anova_display(anova[anova["dataset"] == dataset])))
+        blocks += random_effects_blocks(random, dataset)
     if not orderings.empty:
         blocks.append(Heading(f"Post hoc orderings (Tukey HSD, alpha = {ALPHA:g})", 2))
         blocks.append(
@@ -200,6 +227,7 @@ def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, P
         )[["dataset", "metric", "factor", "pair", "meandiff", f"{tukey_level} interval",
            "confidence", "p"]]  # fmt: skip
         blocks.append(Table(_fmt(shown, 3)))
+    blocks += robust_blocks(robust, resampling.resamples)
     if not planning.empty:
         blocks.append(Heading("Planning: seeds per cell for a follow-up", 2))
         blocks.append(
@@ -220,6 +248,7 @@ def _statistics(results: Results, out: Path, blocks: list[Block]) -> dict[str, P
         blocks.append(Heading("Assumption checks", 2))
         blocks.append(Para("Levene (mean-centred) across cells; Shapiro-Wilk on model residuals."))
         blocks.append(Table(_fmt(checks, 3)))
+    blocks += assumption_blocks(assumptions, resampling.permutations)
     if not comparison.empty:
         blocks.append(Heading("Comparison with the thesis", 2))
         # In the thesis's table order (5.1, 5.2, ...), not alphabetically by metric.
@@ -312,9 +341,14 @@ def _check_out(store: str | os.PathLike[str], out: Path) -> None:
 
 
 def write_report(
-    store: str | os.PathLike[str], out: str | os.PathLike[str], sweep: str | None = None
+    store: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    sweep: str | None = None,
+    resampling: Resampling | None = None,
 ) -> ReportPaths:
-    """Analyse a store (one sweep, or all when each data set has one) and write the report files."""
+    """Analyse a store (one sweep, or all when each data set has one) and write the report files.
+
+    `resampling`: the bootstrap resamples, permutations and seed (default `Resampling()`)."""
     out_dir = Path(out)
     _check_out(store, out_dir)
     results = load_store(store, sweep)
@@ -338,7 +372,10 @@ def write_report(
     logger.info("report: tables")
     tables = _tables(results, out_dir, blocks)
     logger.info("report: statistics")
-    csvs = _statistics(results, out_dir, blocks)
+    csvs = _statistics(results, out_dir, blocks, resampling or Resampling())
+    from rlv.analysis.rounds import rounds_blocks  # the rounds of sweeps with until:
+
+    blocks += rounds_blocks(store, results.sweeps)
     logger.info("report: plots")
     plots = _plots(results, out_dir, blocks)
     logger.info("report: images")
@@ -357,6 +394,9 @@ def write_report(
         checks=csvs["checks"],
         planning=csvs["planning"],
         comparison=csvs["thesis_comparison"],
+        random_effects=csvs["random_effects"],
+        robust=csvs["robust"],
+        assumptions=csvs["assumptions"],
         tables=tuple(tables),
         plots=tuple(plots),
         images=tuple(images),

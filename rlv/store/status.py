@@ -15,6 +15,7 @@ from rlv.errors import RlvError
 from rlv.store.files import STALE_S, read_status
 from rlv.store.manifest import read_manifest, stored_sweeps
 from rlv.store.plan import SweepPlan, plan_sweep, require_store
+from rlv.store.rounds import read_rounds, rounds_lines, spec_at_rounds
 from rlv.sweep.spec import SweepSpec, parse_sweep
 
 
@@ -52,6 +53,8 @@ class SweepStatus:
     updated_at: str = ""
     driver_alive: bool = False
     ended: bool = False
+    until: list[str] = field(default_factory=list)  # a sweep with until: its rounds
+    question_open: bool = False  # a sweep with until: whose rounds have not stopped yet
 
     def lines(self) -> list[str]:
         out = [f"sweep {self.sweep}: {len(self.finished)} finished, {len(self.running)} running, "
@@ -61,6 +64,7 @@ class SweepStatus:
             out.append(f"{self.resumable} unfinished trials resume from their checkpoints")
         if self.outside:
             out.append(f"{self.outside} stored trials are no longer in the grid (kept as they are)")
+        out += self.until
         if self.ended:
             out.append(f"last run ended {self.updated_at} (driver {self.driver})")
         elif self.updated_at:
@@ -92,6 +96,13 @@ def status_of(plan: SweepPlan) -> SweepStatus:
                          outside=plan.outside, driver=saved.get("driver", ""),
                          updated_at=saved.get("updated_at", ""), ended=bool(saved.get("ended")))
     report.driver_alive = driver_alive(saved)
+    if plan.spec.until is not None:
+        rounds = read_rounds(plan.store, plan.spec.name)
+        report.until = rounds_lines(plan.spec, rounds)
+        report.question_open = not rounds or not rounds[-1].done
+        if report.ended and report.question_open:  # a round ended: its driver decides the next
+            report.driver_alive = driver_alive({**saved, "ended": False})
+            report.ended = not report.driver_alive
     unfinished = plan.to_run_names()
     for name, entry in saved.get("trials", {}).items():
         if name not in unfinished:
@@ -107,13 +118,13 @@ def status_of(plan: SweepPlan) -> SweepStatus:
 
 def sweep_status(spec: SweepSpec, store: str) -> SweepStatus:
     require_store(store)
-    return status_of(plan_sweep(spec, store))
+    return status_of(plan_sweep(spec_at_rounds(spec, store), store))
 
 
 def sweep_over(report: SweepStatus) -> bool:
     """Whether a watched sweep will change no more: its driver ended it, every trial is in the
     store, or the driver that ran it is gone (`rlv launch` resumes it; watch that one then)."""
-    if report.ended or len(report.finished) == report.total:
+    if report.ended or (len(report.finished) == report.total and not report.question_open):
         return True
     return bool(report.updated_at) and not report.driver_alive
 

@@ -15,6 +15,9 @@ A sweep file (YAML) is small and declarative:
                                      # 0, or auto (0.25 where the cluster has GPUs, else CPU)
     max_failures: 2                  # retries of a failed trial, from its last checkpoint
     keep_model: true                 # a finished trial keeps its trained weights in the store
+    until: {metric: test_re, factor: encoder, delta: 1.0, max_seeds: 15, step: 2}
+                                     # optional: grow the seeds until the question is answered
+                                     # (rlv/sweep/until.py)
 
 Factors not named take the TrialConfig default (dataset mnist, objective elbo). Any setting can be
 a factor too, named `section.field` with its levels typed like the setting:
@@ -41,6 +44,7 @@ from rlv.config import SECTIONS as SECTION_CONFIGS
 from rlv.config import TrialConfig, from_dict, level_label, setting_column, trial_name
 from rlv.datasets import data_availability
 from rlv.errors import RlvError
+from rlv.sweep.until import Until, parse_until
 from rlv.sweep.validation import check_trial_config
 
 # factor name -> (TrialConfig section, setting); the seed is a factor of its own
@@ -53,7 +57,7 @@ FACTOR_SETTINGS: dict[str, tuple[str, str]] = {
 }
 FACTOR_ORDER = ("dataset", "encoder", "layer", "prior", "objective")  # trial-name order
 SWEEP_KEYS = ("name", "store", "factors", "seeds", "settings", "resources", "max_failures",
-              "description", "keep_model")
+              "description", "keep_model", "until")
 RESOURCE_KEYS = ("cpu", "gpu")
 SECTIONS = tuple(SECTION_CONFIGS)  # model, data, train, eval
 TRIAL_KEY = "trial"  # the one key of a Tune trial's config: the TrialConfig as a plain dict
@@ -79,6 +83,7 @@ class SweepSpec:
     max_failures: int = 2
     description: str = ""
     keep_model: bool = True  # finished trials keep their weights (STORE/_checkpoints/...)
+    until: Until | None = None  # grow the seeds until this question is answered (until.py)
 
     def varying(self) -> tuple[str, ...]:
         """Factors with more than one level (they name the trials beyond encoder-layer-prior)."""
@@ -155,7 +160,8 @@ class SweepSpec:
                 "seeds": list(self.seeds), "settings": self.settings,
                 "resources": {"cpu": self.resources.cpu, "gpu": self.resources.gpu},
                 "max_failures": self.max_failures, "description": self.description,
-                "keep_model": self.keep_model}
+                "keep_model": self.keep_model,
+                **({"until": self.until.to_dict()} if self.until is not None else {})}
 
 
 def _fail(source: str, message: str) -> RlvError:
@@ -323,6 +329,8 @@ def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
             named[cfg.name] = cell
     except RlvError as exc:
         raise _fail(source, str(exc)) from None
+    if data.get("until") is not None:
+        spec = dataclasses.replace(spec, until=parse_until(source, data["until"], spec))
     return spec
 
 
