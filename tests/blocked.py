@@ -48,3 +48,12 @@ def run_rlv(shims: Path, *args: str, cwd: Path,
             timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     """`rlv ARGS` as a process, with the heavy packages blocked, run in `cwd`."""
     return run_python(shims, "-m", "rlv.cli", *args, cwd=cwd, timeout_s=timeout_s)
+
+
+def start_rlv(shims: Path, *args: str, cwd: Path) -> subprocess.Popen[str]:
+    """`rlv ARGS` started as a process that keeps running (a server: `rlv board`), with the heavy
+    packages blocked, in a process group of its own (conftest.stop_process_group stops it);
+    its stdout and stderr are pipes, read as lines."""
+    return subprocess.Popen([sys.executable, "-m", "rlv.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=blocked_env(shims),
+                            start_new_session=True)

@@ -268,7 +268,8 @@ def _run_job(spec: SweepSpec, url: str, store: str | None, sweep_arg: str,
             client,
             entrypoint=entrypoint(spec, store),
             runtime_env={"working_dir": str(project_root()), "excludes": UPLOAD_EXCLUDES},
-            metadata=job_metadata(spec.name),  # the dashboard's Job name column
+            # the dashboard's Job name column, and the sweep's `rlv board` line
+            metadata=job_metadata(spec.name, store or spec.store),
             submission_id=submission_id(spec.name),
         )
     except Exception as exc:

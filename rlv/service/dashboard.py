@@ -42,9 +42,16 @@ def job_name(sweep: str) -> str:
     return f"rlv sweep {sweep}"
 
 
-def job_metadata(sweep: str) -> dict[str, str]:
-    """Job metadata: `job_name` is the dashboard's Job name column; `rlv_sweep` for scripts."""
-    return {"job_name": job_name(sweep), "rlv_sweep": sweep}
+def job_metadata(sweep: str, store: str = "") -> dict[str, str]:
+    """Job metadata: `job_name` is the dashboard's Job name column; `rlv_sweep` for scripts;
+    `rlv_board` the line that serves the sweep's live board (`rlv board`), where the store is
+    known."""
+    from rlv.board.config import board_command  # no Ray, no pandas: a line of text
+
+    metadata = {"job_name": job_name(sweep), "rlv_sweep": sweep}
+    if store:
+        metadata["rlv_board"] = board_command(store, sweep)
+    return metadata
 
 
 def submission_id(sweep: str) -> str:
@@ -92,11 +99,11 @@ def dashboard_lines(dashboard: str, sweep: str, jobs_path: bool = False) -> list
     return lines
 
 
-def job_config(sweep: str) -> Any:
-    """The embedded driver's JobConfig: the job carries the sweep's name."""
+def job_config(sweep: str, store: str = "") -> Any:
+    """The embedded driver's JobConfig: the job carries the sweep's name and its board line."""
     from ray.job_config import JobConfig
 
-    return JobConfig(metadata=job_metadata(sweep))
+    return JobConfig(metadata=job_metadata(sweep, store))
 
 
 class SweepBoard:
