@@ -1,8 +1,8 @@
 """The `rlv` command line: thin Typer commands over library calls a notebook can make too.
 
 Option defaults are None ("not given"): the defaults live in the dataclasses of rlv/config.py.
-User mistakes (RlvError, bad options) print one line and exit 2; a sweep whose trials failed
-exits 1. The tests drive `app` in-process with Typer's CliRunner.
+User mistakes (RlvError, bad options) print one line and exit 2; a sweep whose trials failed,
+or that another driver holds (SweepBusy), exits 1. The tests drive `app` in-process with Typer's CliRunner.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class _Commands(TyperGroup):
                                 windows_expand_args=windows_expand_args, **extra)
         except RlvError as exc:
             typer.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exc.exit_code)
         except (typer.Abort, KeyboardInterrupt):
             typer.echo("interrupted", err=True)
             sys.exit(130)
@@ -179,10 +179,13 @@ def check(
     """Validate a sweep file without running it: trial count, resources, and against its store
     the trials done, running and to run, with the remaining time the store's timings predict."""
     from rlv.store.estimate import check_store
+    from rlv.store.rounds import spec_at_rounds, until_check
 
     with _data_dir_env(data_dir):
         spec = _load_sweep(sweep)
-        for line in spec.describe() + check_store(spec, spec.store_location(store)):
+        location = spec.store_location(store)
+        now = check_store(spec_at_rounds(spec, location), location)  # until: the rounds' seeds
+        for line in spec.describe() + now + until_check(spec, location):
             echo(line)
 
 
@@ -271,11 +274,21 @@ def analyze(
     store: Annotated[str, typer.Argument(help="Store folder or URI.")],
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.html and the CSVs.")],
     sweep: Annotated[str | None, typer.Option(help="Analyse this sweep only.")] = None,
+    resamples: Annotated[int | None, typer.Option(
+        help="Bootstrap resamples of the IQM and probability-of-improvement intervals.")] = None,
+    permutations: Annotated[int | None, typer.Option(
+        help="Permutations of the Freedman-Lane tests where the F test's assumptions fail.")] = None,
+    random_seed: Annotated[int | None, typer.Option(
+        help="Seed of the bootstrap and the permutations.")] = None,
 ) -> None:
-    """The thesis's tables, ANOVAs and plots from a store, as a Markdown and HTML report."""
-    from rlv.analysis import write_report
+    """The thesis's tables, ANOVAs and plots from a store, as a Markdown and HTML report.
 
-    paths = write_report(store, out, sweep=sweep)
+    --resamples, --permutations and --random-seed default to rlv/analysis/resampling.py's."""
+    from rlv.analysis import write_report
+    from rlv.analysis.resampling import Resampling
+
+    resampling = Resampling(**_given(resamples=resamples, permutations=permutations, seed=random_seed))
+    paths = write_report(store, out, sweep=sweep, resampling=resampling)
     echo(f"wrote {paths.markdown}, {paths.html} and {paths.anova}")
 
 
@@ -296,6 +309,26 @@ def plan(
 
     result = plan_store(store, metric, factor, delta, sweep=sweep, **_given(power=power, alpha=alpha))
     echo(json.dumps(result.as_dict()) if as_json else result.describe())
+
+
+# --- rlv board (a live page of a sweep; kept self-contained so that edits elsewhere merge) ---
+@app.command()
+def board(
+    store: Annotated[str | None, typer.Argument(help="Store folder or URI (default: results).")] = None,
+    sweep: Annotated[str | None, typer.Option(
+        help="The sweep to show (default: the store's only one).")] = None,
+    port: Annotated[int | None, typer.Option(
+        help="Port on 127.0.0.1 (default 8266; 0: any free one).")] = None,
+    dashboard: Annotated[str | None, typer.Option(
+        help="The Ray dashboard's address to link to (default http://127.0.0.1:8265).")] = None,
+) -> None:
+    """Serve a live page of a sweep on 127.0.0.1: its grid of trials filling in, cell means with
+    intervals, learning curves and the ANOVA, from the store alone (no torch, no Ray)."""
+    from rlv.board.config import BoardConfig
+    from rlv.board.server import serve_board
+
+    serve_board(BoardConfig(**_given(store=store, sweep=sweep, port=port, dashboard=dashboard)),
+                echo)
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
+# fixtures of the S3 tests (moto's server on loopback), loaded once this module is complete
+pytest_plugins = ["s3server"]
 
 # Ray reads its authentication settings when it is first imported, and any test may import it:
 # so the session's token exists and the mode is set before the first test is even collected.

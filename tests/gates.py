@@ -51,10 +51,20 @@ def descends_from(pid: int, ancestor: int) -> bool:
 
 
 def checkpoint_epoch(store: Path, sweep: str, trial: str) -> int:
-    """The epoch of the running checkpoint a trial keeps in the store."""
+    """The epoch of the committed checkpoint a trial keeps in the store: the one the driver's
+    committed.json names in an attempt's folder (rlv/store/checkpoints.py); 0 if none yet. The
+    driver writes the pointer when it handles the report, after the trial has gone on (or is
+    held): wait for the epoch expected rather than read it once."""
+    import json
+
     import torch
 
-    state = (store / "_checkpoints" / sweep / trial / "state.pt").read_bytes()
+    folder = store / "_checkpoints" / sweep / trial
+    try:
+        committed = json.loads((folder / "committed.json").read_text())
+    except FileNotFoundError:
+        return 0  # nothing committed yet
+    state = (folder / f"attempt-{committed['attempt']}" / committed["file"]).read_bytes()
     return int(torch.load(io.BytesIO(state), weights_only=True)["epoch"])
 
 
@@ -78,6 +88,12 @@ class Gates:
 
     def release(self, trial: str) -> None:
         (self.folder / f"{trial}.hold").unlink()
+
+    def trained_by(self, trial: str, pid: int) -> list[int]:
+        """The epochs process `pid` trained of `trial`."""
+        path = self.folder / f"{trial}.epochs"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [int(e) for e, p in (line.split() for line in lines) if int(p) == pid]
 
     def attempts(self, trial: str) -> list[list[int]]:
         """The epochs each process of `trial` trained, in the order the processes ran."""

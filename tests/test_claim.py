@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from s3server import S3Server, s3_env, s3_server  # noqa: F401  (fixtures)
+from s3server import S3Server
 
 from rlv.errors import RlvError
 from rlv.store.claim import Claim, ClaimStore, acquire

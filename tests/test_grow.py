@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from gates import Gates, alive, descends_from, wait_for
+from gates import Gates, alive, checkpoint_epoch, descends_from, wait_for
 
 from rlv import columns as col
 from rlv.errors import RlvError
@@ -165,6 +165,8 @@ def test_a_driver_killed_during_a_grown_run_resumes_from_the_store_checkpoints(
     wait_for(lambda: set(gates.held()) == set(new) or driver.poll() is not None, 240,
              "both new trials held at epoch 3")
     assert driver.poll() is None, driver.communicate()[0]
+    wait_for(lambda: all(checkpoint_epoch(store, "grow", n) == 3 for n in new), 60,
+             "the driver to commit both checkpoints of epoch 3")
     os.killpg(driver.pid, signal.SIGKILL)
     driver.communicate(timeout=60)
     # the trials it ran are the session cluster's: they are ours to stop, by their pids

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -138,7 +139,9 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_no_row_lost_or_doubled(
     assert driver.poll() is None, driver.communicate()[0]
     pid = gates.held()[victim]
     assert descends_from(pid, ray_cluster.pid), f"pid {pid} is not a worker of the test's Ray"
-    checkpoint = checkpoint_epoch(store, "killtrial", victim)
+    checkpoint = 4  # the driver promotes the held epoch's checkpoint when it gets the report
+    wait_for(lambda: checkpoint_epoch(store, "killtrial", victim) == checkpoint, 60,
+             "the driver to commit epoch 4's checkpoint")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not alive(pid), 60, "the killed trial process to end")
     gates.release(victim)
@@ -154,6 +157,28 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_no_row_lost_or_doubled(
     first, retry = gates.attempts(victim)
     assert first == list(range(1, checkpoint + 1))
     assert retry == list(range(checkpoint + 1, 7))
+
+
+def test_two_launches_of_one_sweep_started_together_run_each_trial_once(
+        tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    """The sweep's claim is an exclusive create in the store: one launch holds it and runs the
+    trials; the other exits 1 at once in one line naming the holder."""
+    path = sweep_file(tmp_path, "twice", factors={"encoder": ["L", "NL"], "prior": ["normal", "flow2"]})
+    command = ["rlv", "launch", str(path), "--address", ray_cluster.address]
+    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in both]
+    codes = sorted(p.returncode for p in both)
+    assert codes == [0, 1], outs
+    winner, loser = (0, 1) if both[0].returncode == 0 else (1, 0)
+    out, err = outs[loser]
+    assert "started" not in out  # it ran nothing
+    assert err.count("\n") == 1, err  # one line, no traceback
+    assert (f"sweep 'twice' is claimed in store {tmp_path / 'store'} by driver "
+            f"{socket.gethostname()} pid {both[winner].pid} (since ") in err
+    assert "launch again" in err
+    spec = load(path)
+    assert_store_complete(tmp_path / "store", "twice", [c.name for c in spec.trials()], 3)
 
 
 def test_a_killed_driver_resumes_on_the_embedded_cluster_without_rerunning_finished_trials(
@@ -181,7 +206,9 @@ def test_a_killed_driver_resumes_on_the_embedded_cluster_without_rerunning_finis
     assert first.poll() is None, first.communicate()[0]
     pid = gates.held()[victim]
     assert descends_from(pid, first.pid), f"pid {pid} is not a worker of the launch's Ray"
-    checkpoint = checkpoint_epoch(store, "killdriver", victim)
+    checkpoint = 2
+    wait_for(lambda: checkpoint_epoch(store, "killdriver", victim) == checkpoint, 60,
+             "the driver to commit epoch 2's checkpoint")
     os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
     first.communicate(timeout=60)
     wait_for(lambda: not alive(pid), 60, "the held trial to end with its Ray")
@@ -191,6 +218,9 @@ def test_a_killed_driver_resumes_on_the_embedded_cluster_without_rerunning_finis
     second = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "Ray dashboard: http://127.0.0.1:" in second.stdout
+    # the killed driver's claim: its process is gone, so the next launch takes it over at once
+    assert (f"taking over the claim of sweep killdriver from driver {socket.gethostname()} pid "
+            f"{first.pid} (since ") in second.stdout, second.stdout
     assert f"{len(done_before)} in the store already" in second.stdout
     # "] NAME started": NL-fc-normal-s0 must not match L-fc-normal-s0
     restarted = {name for name in done_before if f"] {name} started" in second.stdout}

@@ -198,7 +198,7 @@ def test_a_retried_trial_hides_the_epochs_it_runs_again_and_ends_with_its_test_m
     assert got["train/re"] == {1: 100.0, 2: 101.0, 3: 52.0, 4: 53.0}
     assert got["test/neg_elbo"] == {4: 60.5} and got["test/rt_elbo"] == {4: -5.25}
     assert "test/fid" not in got
-    # a remote store (here fsspec's memory://) gets the same files, copied whole
+    # a remote store (here fsspec's memory://) gets the same events, as parts of each file
     import fsspec
 
     remote = CurvesCallback("memory://curves-store", "retry")
@@ -206,9 +206,10 @@ def test_a_retried_trial_hides_the_epochs_it_runs_again_and_ends_with_its_test_m
     remote.on_experiment_end([])
     memory = fsspec.filesystem("memory")
     copied = memory.glob(f"/curves-store/tensorboard/retry/{name}/events.out.tfevents.*")
-    assert len(copied) == 1
+    assert copied
     (tmp_path / "copied").mkdir()
-    (tmp_path / "copied" / Path(copied[0]).name).write_bytes(memory.cat_file(copied[0]))
+    for part in copied:
+        (tmp_path / "copied" / Path(part).name).write_bytes(memory.cat_file(part))
     assert scalars(tmp_path / "copied")["train/neg_elbo"] == {1: 7.0}
 
 
@@ -232,17 +233,48 @@ def test_a_remote_store_gets_each_finished_trial_s_curves_once(tmp_path: Path) -
     curves.on_trial_result(0, [], first, result("first", 1))
     curves.on_trial_result(0, [], first, final("first"))  # finished: its run is sent now
     sent = memory.glob("/once-store/tensorboard/once/first/events.out.tfevents.*")
-    assert len(sent) == 1
-    memory.rm(sent[0])  # if a later sync sent the finished run again, it would reappear
+    assert sent
+    for part in sent:  # if a later sync sent any of the finished run again, it would reappear
+        memory.rm(part)
     curves.on_trial_result(0, [], second, result("second", 1))
     curves.on_trial_result(0, [], second, final("second"))
     curves.on_experiment_end([])
     assert memory.glob("/once-store/tensorboard/once/first/*") == []
     copied = memory.glob("/once-store/tensorboard/once/second/events.out.tfevents.*")
-    assert len(copied) == 1
+    assert copied
     (tmp_path / "second").mkdir()
-    (tmp_path / "second" / Path(copied[0]).name).write_bytes(memory.cat_file(copied[0]))
+    for part in copied:
+        (tmp_path / "second" / Path(part).name).write_bytes(memory.cat_file(part))
     assert scalars(tmp_path / "second")["train/neg_elbo"] == {1: 11.0}
+
+
+def test_a_remote_store_gets_each_byte_of_a_running_trial_s_curves_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Object stores cannot append: each sync sends what the event file gained as a new part,
+    never a file or bytes already sent; TensorBoard reads the parts as one run."""
+    import fsspec
+
+    from rlv.service import curves as curves_module
+    from rlv.service.curves import CurvesCallback
+    from rlv.service.trainable import EPOCH_KEY
+
+    monkeypatch.setattr(curves_module, "SYNC_S", 0.0)  # a sync after every result
+    memory = fsspec.filesystem("memory")
+    curves = CurvesCallback("memory://parts-store", "parts")
+    trial = NamedTrial("L-fc-normal-s0")
+    for e in (1, 2, 3):
+        curves.on_trial_result(0, [], trial, {EPOCH_KEY: {
+            col.TRIAL_ID: "L-fc-normal-s0", col.EPOCH: e, col.TRAIN_NEG_ELBO: 20.0 - e}})
+    curves.on_experiment_end([])
+    parts = sorted(memory.glob("/parts-store/tensorboard/parts/L-fc-normal-s0/events.out.tfevents.*"))
+    assert len(parts) >= 3, parts  # at least one part per sync that found new events
+    (local,) = (Path(curves._local) / "L-fc-normal-s0").iterdir()
+    sent = b"".join(memory.cat_file(p) for p in parts)
+    assert sent == local.read_bytes()  # every byte once, in order: nothing re-sent
+    (tmp_path / "parts").mkdir()
+    for p in parts:
+        (tmp_path / "parts" / Path(p).name).write_bytes(memory.cat_file(p))
+    assert scalars(tmp_path / "parts")["train/neg_elbo"] == {1: 19.0, 2: 18.0, 3: 17.0}
 
 
 # --- the learning curves and the progress actor, on a real Ray ----------------------------------

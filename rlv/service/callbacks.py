@@ -23,7 +23,10 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from rlv import columns as col
+from rlv.errors import RlvError
 from rlv.service.trainable import (
+    ATTEMPT_KEY,
+    CHECKPOINT_KEY,
     COMMITTED_KEY,
     EPOCH_KEY,
     HISTORY_KEY,
@@ -31,7 +34,7 @@ from rlv.service.trainable import (
     ROW_KEY,
     decode_images,
 )
-from rlv.store import checkpoints
+from rlv.store import checkpoints, claim
 from rlv.store.files import HEARTBEAT_S, open_store
 from rlv.store.writer import StoreWriter
 
@@ -77,6 +80,10 @@ class StoreCallback(Callback):
         self._fs, self._root = open_store(store)
         self._writer: StoreWriter | None = None
         self._pending: dict[str, list[dict[str, Any]]] = {}
+        # fencing (rlv/store/checkpoints.py): each trial's current attempt, and the attempts
+        # seen to fail, whose results (should any still arrive) commit nothing
+        self._attempt: dict[str, str] = {}
+        self._failed_attempts: set[str] = set()
         self._last_status = 0.0
         self._last_flush = time.time()
 
@@ -99,13 +106,23 @@ class StoreCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
                         result: dict[str, Any], **info: Any) -> None:
         key = trial.trial_id
+        attempt = str(result.get(ATTEMPT_KEY, ""))
+        if attempt in self._failed_attempts:
+            return  # a stale attempt: nothing it reports is committed
+        if attempt:
+            self._attempt[key] = attempt
+        folder = checkpoints.trial_dir(self._root, self.sweep, str(trial))
         if EPOCH_KEY in result:
             self._pending.setdefault(key, []).append(result[EPOCH_KEY])
         if HISTORY_KEY in result:  # a resumed trial's committed epochs: the missing ones land
             self._pending.setdefault(key, []).extend(result.pop(HISTORY_KEY))
         if result.get(COMMITTED_KEY):
+            if CHECKPOINT_KEY in result:  # before its epochs: the rows never outrun the pointer
+                checkpoints.promote(self._fs, folder, checkpoints.Committed(**result[CHECKPOINT_KEY]))
             self.writer.queue_epochs(self._pending.pop(key, []))
         if ROW_KEY in result:
+            if attempt and self.keep_model:
+                checkpoints.promote_model(self._fs, folder, attempt)
             # popped: Tune keeps each trial's last result in memory, and the images are in the
             # store now (the row follows with the next flush)
             self.writer.queue_trial(result[ROW_KEY], decode_images(result.pop(IMAGES_KEY)))
@@ -115,6 +132,10 @@ class StoreCallback(Callback):
         now = time.time()
         if not self.writer.queued or (not force and now - self._last_flush < HEARTBEAT_S):
             return
+        taken = claim.taken_over(self.store, self.sweep)
+        if taken is not None:  # another launch holds the sweep now: its driver writes
+            raise RlvError(f"sweep {self.sweep!r} was taken over by {taken.holder()}; this "
+                           "driver writes nothing more")
         self._last_flush = now
         for trial_id in self.writer.flush():
             checkpoints.finish(self._fs, self._root, self.sweep, trial_id, self.keep_model)
@@ -127,6 +148,9 @@ class StoreCallback(Callback):
 
     def _drop(self, trial: Trial) -> None:
         self._pending.pop(trial.trial_id, None)
+        failed = self._attempt.pop(trial.trial_id, None)
+        if failed:
+            self._failed_attempts.add(failed)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
                          **info: Any) -> None:

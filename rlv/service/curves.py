@@ -88,6 +88,12 @@ class CurvesCallback(Callback):
         self._local = (f"{root}/{CURVES_DIR}/{sweep}" if self._remote is None
                        else tempfile.mkdtemp(prefix=f"rlv-curves-{sweep}-"))
         self._synced = 0.0
+        # a remote store's copy of each local event file is a series of parts, NAME.000000,
+        # NAME.000001, ...: each sync sends the bytes written since the last one as a new part
+        # (object stores cannot append), so nothing already sent is sent again. TensorBoard
+        # reads a run's files in name order, which is the parts' order. local path -> (bytes
+        # sent, parts sent)
+        self._sent: dict[str, tuple[int, int]] = {}
         # trials whose event files changed since the last copy to a remote store: a sync sends
         # only those, so its cost follows the running trials, not the size of the sweep
         self._dirty: set[str] = set()
@@ -157,7 +163,8 @@ class CurvesCallback(Callback):
         self._sync(force=True)
 
     def _sync(self, force: bool = False) -> None:
-        """Copy the local event files to a remote store (whole files: object stores cannot append)."""
+        """Send what the local event files gained since the last sync to a remote store, each
+        file's new bytes as its next part (flushed first, so every part ends on a record)."""
         if self._remote is None or (not force and time.monotonic() - self._synced < SYNC_S):
             return
         for writer in self._writers.values():
@@ -166,7 +173,13 @@ class CurvesCallback(Callback):
         for trial_id in sorted(self._dirty):
             folder = os.path.join(self._local, trial_id)
             for name in sorted(os.listdir(folder)):
-                with open(os.path.join(folder, name), "rb") as f:
-                    write_bytes(fs, f"{target}/{trial_id}/{name}", f.read())
+                path = os.path.join(folder, name)
+                sent, parts = self._sent.get(path, (0, 0))
+                with open(path, "rb") as f:
+                    f.seek(sent)
+                    new = f.read()
+                if new:
+                    write_bytes(fs, f"{target}/{trial_id}/{name}.{parts:06d}", new)
+                    self._sent[path] = (sent + len(new), parts + 1)
         self._dirty.clear()
         self._synced = time.monotonic()

@@ -28,12 +28,10 @@ from typing import Any
 from rlv import columns as col
 from rlv.config import TrialConfig
 from rlv.errors import RlvError
-from rlv.store import checkpoints
-from rlv.store.checkpoints import STATE_FILE
-from rlv.store.files import first_line, open_store, read_status
+from rlv.store import checkpoints, claim
+from rlv.store.files import first_line, open_store
 from rlv.store.manifest import write_manifest
 from rlv.store.plan import SweepPlan, plan_sweep
-from rlv.store.status import driver_alive
 from rlv.sweep.spec import TRIAL_KEY, SweepSpec
 
 # rlv's environment that trials must see as the driver does (paths made absolute first);
@@ -126,22 +124,20 @@ def preflight(trials: list[TrialConfig]) -> None:
         check_weights_available()
 
 
-def check_not_running(store: str, spec: SweepSpec) -> None:
-    """One driver per sweep: a second one would run every trial again beside the first."""
-    status = read_status(store, spec.name)
-    if driver_alive(status):
-        raise RlvError(f"sweep {spec.name!r} is already running in store {store} (driver "
-                       f"{status.get('driver')}, last heard at {status['updated_at']}); watch it "
-                       "with `rlv status`, or stop that driver first")
-
-
 def heal_checkpoints(plan: SweepPlan) -> None:
     """Slim the checkpoints of finished trials whose driver died between writing the trial's
     row and slimming its checkpoint (the row is the truth: the trial is done)."""
     fs, root = open_store(plan.store)
     for trial_id in plan.done.values():
-        if STATE_FILE in plan.checkpoints.get(trial_id, ()):
+        if checkpoints.unfinished(plan.checkpoints.get(trial_id, set())):
             checkpoints.finish(fs, root, plan.spec.name, trial_id, plan.spec.keep_model)
+
+
+def _stop_if_taken_over(store: str, sweep: str) -> None:
+    taken = claim.taken_over(store, sweep)
+    if taken is not None:
+        raise RlvError(f"sweep {sweep!r} was taken over by {taken.holder()} while this driver's "
+                       "heartbeat was late; this driver stopped writing to the store")
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -158,9 +154,10 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
                        "and the address host:port of its head?") from None
 
 
-def start_ray(options: LaunchOptions, sweep: str = "") -> str:
+def start_ray(options: LaunchOptions, sweep: str = "", store: str = "") -> str:
     """Start the embedded cluster or join one; return the dashboard URL ("" if there is none).
-    The driver's job carries the sweep's name (the dashboard's Job name column)."""
+    The driver's job carries the sweep's name (the dashboard's Job name column) and the
+    `rlv board` line of its store."""
     import ray
 
     from rlv.service.dashboard import job_config
@@ -175,13 +172,13 @@ def start_ray(options: LaunchOptions, sweep: str = "") -> str:
     try:
         if address:
             context = ray.init(address=address, log_to_driver=False, runtime_env=runtime_env,
-                               job_config=job_config(sweep))
+                               job_config=job_config(sweep, store))
         else:
             # "local": a new cluster of our own, even where another one runs on this machine
             context = ray.init(address="local", num_cpus=options.num_cpus,
                                num_gpus=options.num_gpus, include_dashboard=True,
                                dashboard_host="127.0.0.1", log_to_driver=False,
-                               runtime_env=runtime_env, job_config=job_config(sweep))
+                               runtime_env=runtime_env, job_config=job_config(sweep, store))
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray cluster"
         raise RlvError(f"cannot reach Ray at {where}: {first_line(exc)}") from None
@@ -217,7 +214,25 @@ def trial_points(trials: list[TrialConfig]) -> list[dict[str, Any]]:
 
 def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], None]) -> SweepOutcome:
     """Run the grid's trials that the store does not hold; returns which finished and which
-    failed (of this launch's trials)."""
+    failed (of this launch's trials). A sweep with `until:` runs in rounds, each one run_grid
+    (rlv/service/adaptive.py)."""
+    spec = absolute_paths(spec)
+    store = spec.store_location(options.store)
+    # refused before the store is touched at all: a changed setting, an unusable cache folder,
+    # a missing data set or broken FID weights
+    preflight(plan_sweep(spec, store).trial_configs())
+    # one driver per sweep: the claim is taken before anything runs and held to the end (the
+    # grid is planned again under it: another driver may have changed the store meanwhile)
+    with claim.acquire(store, spec.name, echo=echo):
+        if spec.until is not None:
+            from rlv.service.adaptive import run_until
+
+            return run_until(spec, options, echo)
+        return run_grid(spec, options, echo)
+
+
+def run_grid(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], None]) -> SweepOutcome:
+    """Run the trials of the spec's grid (its seeds as they are) that the store does not hold."""
     spec = absolute_paths(spec)
     store = spec.store_location(options.store)
     plan = plan_sweep(spec, store)  # refuses a changed setting before anything runs
@@ -226,11 +241,9 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
     if plan.outside:
         echo(f"{plan.outside} stored trials of sweep {spec.name} are no longer in its grid "
              "(kept as they are)")
-    check_not_running(store, spec)
     heal_checkpoints(plan)
     if not trials:
         return outcome
-    preflight(trials)
     return _run_trials(spec, plan, trials, options, echo, outcome)
 
 
@@ -241,15 +254,17 @@ def _run_trials(spec: SweepSpec, plan: SweepPlan, trials: list[TrialConfig],
     import ray
     from ray import tune
 
+    from rlv.board.config import board_command, board_url
     from rlv.service.callbacks import ProgressCallback, StoreCallback, last_line
     from rlv.service.resources import alive_nodes, concurrency, trial_resources
     from rlv.service.trainable import ROW_KEY, run_sweep_trial, trial_name
     from rlv.service.watch import watch_callbacks, watch_lines
 
     store = plan.store
-    dashboard = start_ray(options, spec.name)
+    dashboard = start_ray(options, spec.name, store)
     if dashboard:
         echo(f"Ray dashboard: {dashboard}")
+    echo(f"live board: {board_command(store, spec.name, dashboard)}  (then {board_url()})")
     for line in watch_lines(dashboard, store, spec.name):
         echo(line)
     per_trial = trial_resources(spec.resources, alive_nodes(ray.nodes()), echo)
@@ -286,9 +301,13 @@ def _run_trials(spec: SweepSpec, plan: SweepPlan, trials: list[TrialConfig],
     start = time.monotonic()
     try:
         grid = tuner.fit()
+    except Exception:
+        _stop_if_taken_over(store, spec.name)  # the writer's refusal, named
+        raise
     finally:
         outcome.wall_s = time.monotonic() - start
         shutil.rmtree(scratch, ignore_errors=True)
+    _stop_if_taken_over(store, spec.name)
     outcome.slots = min(len(trials), concurrency(per_trial, ray.cluster_resources()))
     for result in (grid[i] for i in range(len(grid))):
         name = result.path.rstrip("/").rsplit("/", 1)[-1]  # the trial's folder: its name

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -34,8 +35,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
 
-from rlv.errors import RlvError
-from rlv.store.files import STALE_S, first_line, open_store, read_optional, write_bytes
+from rlv.errors import RlvError, SweepBusy
+from rlv.store.files import HEARTBEAT_S, STALE_S, first_line, open_store, read_optional, write_bytes
 
 CLAIMS_DIR = "_claims"
 _PREFIX, _SUFFIX = "claim-", ".json"
@@ -202,12 +203,34 @@ def _s3_target(store: str, folder: str) -> _S3Target:
     return _S3Target(folder.split("/", 1)[0], boto3.client("s3", **kwargs))
 
 
+# the claims this process holds, by (store, sweep): the driver's store writer asks before writing
+_held: dict[tuple[str, str], ClaimHandle] = {}
+
+
+def taken_over(store: str, sweep: str) -> Claim | None:
+    """The claim that replaced this process's claim of `sweep` (None while it still holds it, or
+    holds none): a driver whose claim was taken over must write nothing more."""
+    handle = _held.get((store, sweep))
+    return handle.lost_to if handle is not None else None
+
+
 class ClaimHandle:
-    """The claim a launch holds: heartbeat() while it runs, release() when it ends."""
+    """The claim a launch holds: a thread heartbeats it every HEARTBEAT_S (as `with`), and
+    release() (the end of the `with`) frees it for the next launch."""
 
     def __init__(self, claims: ClaimStore, number: int, claim: Claim) -> None:
         self.claims, self.number, self.claim = claims, number, claim
         self.lost_to: Claim | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def _beat_until_stopped(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                if not self.heartbeat():
+                    return
+            except RlvError:
+                continue  # the store did not answer this once; the stale limit is 12 beats
 
     @property
     def lost(self) -> bool:
@@ -234,10 +257,21 @@ class ClaimHandle:
         self.claims.rewrite(self.number, self.claim)
 
     def __enter__(self) -> ClaimHandle:
+        _held[(self.claims.store, self.claims.sweep)] = self
+        self._beat = threading.Thread(target=self._beat_until_stopped, daemon=True,
+                                      name=f"rlv-claim-{self.claims.sweep}")
+        self._beat.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        _held.pop((self.claims.store, self.claims.sweep), None)
+        try:
+            self.release()
+        except RlvError:
+            pass  # the store does not answer: the claim goes stale on its own
 
 
 def held_message(sweep: str, store: str, claim: Claim, stale_s: float) -> str:
@@ -249,7 +283,7 @@ def held_message(sweep: str, store: str, claim: Claim, stale_s: float) -> str:
 
 def acquire(store: str, sweep: str, *, stale_s: float = STALE_S,
             echo: Any = print) -> ClaimHandle:
-    """Claim `sweep` in `store` for this process, or raise RlvError naming the live holder."""
+    """Claim `sweep` in `store` for this process, or raise SweepBusy naming the live holder."""
     claims = ClaimStore(store, sweep)
     numbers = claims.numbers()
     top = numbers[-1] if numbers else 0
@@ -257,17 +291,18 @@ def acquire(store: str, sweep: str, *, stale_s: float = STALE_S,
     if current is not None:
         reason = why_free(current, stale_s)
         if not reason:
-            raise RlvError(held_message(sweep, store, current, stale_s))
+            raise SweepBusy(held_message(sweep, store, current, stale_s))
         if not current.released:
             echo(f"taking over the claim of sweep {sweep} from {current.holder()}: {reason}")
     now = _now()
     mine = Claim(token=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid(), since=now,
                  heartbeat_at=now)
-    if not claims.create(top + 1, mine):
+    if not claims.create(top + 1, mine):  # another launch created it first: it holds the sweep
         winner = claims.read(top + 1)
-        holder = winner.holder() if winner else "another launch"
-        raise RlvError(f"sweep {sweep!r} was claimed in store {store} a moment ago by {holder}; "
-                       f"watch it with `rlv status {sweep} --store {store}`")
+        if winner is None:
+            raise SweepBusy(f"sweep {sweep!r} was claimed in store {store} a moment ago by "
+                            "another launch, which has already let it go; launch again")
+        raise SweepBusy(held_message(sweep, store, winner, stale_s))
     if not claims.atomic:
         echo(f"note: {store} offers no atomic create; two launches started in the same moment "
              "could both run (use a local folder or s3:// for an exclusive claim)")

@@ -58,8 +58,12 @@ def open_store(store: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
             raise RlvError(f"store {text!r} is a file, not a folder: name a store folder (it may "
                            "not exist yet) or a URI")
         return pafs.LocalFileSystem(), root
+    uri = text
+    if uri.startswith("s3://") and "allow_delayed_open" not in uri:
+        # one PUT per small file, not a multipart upload's three requests (S3 bills requests)
+        uri += ("&" if "?" in uri else "?") + "allow_delayed_open=true"
     try:
-        fs, root = pafs.FileSystem.from_uri(text)
+        fs, root = pafs.FileSystem.from_uri(uri)
         return fs, root.rstrip("/")
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
         pass  # a scheme pyarrow does not know natively
@@ -89,7 +93,10 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes,
     `created`: folders known to exist (a writer's own set); new ones are added to it."""
     directory, name = path.rsplit("/", 1)
     try:
-        if created is None or directory not in created:
+        # S3 has no folders: making one costs requests (a HEAD per level and a marker PUT)
+        if isinstance(fs, pafs.S3FileSystem):
+            pass
+        elif created is None or directory not in created:
             fs.create_dir(directory, recursive=True)
             if created is not None:
                 created.add(directory)

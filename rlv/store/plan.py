@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 from rlv import columns as col
 from rlv.config import TrialConfig
 from rlv.errors import RlvError
-from rlv.store.checkpoints import STATE_FILE, checkpoint_files
+from rlv.store.checkpoints import checkpoint_files, resumable
 from rlv.store.files import finished_trials, first_line, open_store, trial_rows
 from rlv.store.identity import cell_key, result_settings, stored_config_key, trial_key
 from rlv.store.manifest import Manifest, read_manifest
@@ -62,7 +62,7 @@ class SweepPlan:
     def resumable(self) -> int:
         """Trials to run that start from a checkpoint."""
         return sum(1 for p in self.to_run
-                   if p.trial_id and STATE_FILE in self.checkpoints.get(p.trial_id, ()))
+                   if p.trial_id and resumable(self.checkpoints.get(p.trial_id, set())))
 
     def to_run_names(self) -> set[str]:
         """The ids the trials to run go by: the stored id where one ran before, else the name
