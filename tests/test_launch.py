@@ -165,8 +165,14 @@ def test_two_launches_of_one_sweep_started_together_run_each_trial_once(
     trials; the other exits 1 at once in one line naming the holder."""
     path = sweep_file(tmp_path, "twice", factors={"encoder": ["L", "NL"], "prior": ["normal", "flow2"]})
     command = ["rlv", "launch", str(path), "--address", ray_cluster.address]
-    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    # one trial is held after epoch 1 until the loser has exited: the holder cannot finish (and
+    # release its claim) first, however slowly the other starts
+    gates = Gates(tmp_path / "gates")
+    gates.hold("L-fc-normal-s0", 1)
+    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, **gates.env}) for _ in range(2)]
+    wait_for(lambda: any(p.poll() is not None for p in both), 300, "one launch to exit")
+    gates.release("L-fc-normal-s0")
     outs = [p.communicate(timeout=600) for p in both]
     codes = sorted(p.returncode for p in both)
     assert codes == [0, 1], outs
