@@ -212,10 +212,31 @@ def entrypoint(spec: SweepSpec, store: str | None) -> str:
     return " ".join(shlex.quote(c) for c in command)
 
 
-async def _stream(client: Any, job_id: str, echo: Callable[[str], None]) -> None:
+async def _tail(client: Any, job_id: str, echo: Callable[[str], None]) -> None:
     async for chunk in client.tail_job_logs(job_id):
         for line in chunk.rstrip("\n").splitlines():
             echo(line)
+
+
+async def _stream(client: Any, job_id: str, echo: Callable[[str], None]) -> bool:
+    """Echo the job's log until it ends (False) or Ctrl-C detaches (True). Ctrl-C is taken by
+    the event loop itself (add_signal_handler): a KeyboardInterrupt raised wherever the main
+    thread happens to be could land inside the log client's own code and be lost there."""
+    loop = asyncio.get_running_loop()
+    detach = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, detach.set)
+    try:
+        tail = asyncio.ensure_future(_tail(client, job_id, echo))
+        interrupted = asyncio.ensure_future(detach.wait())
+        await asyncio.wait({tail, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        if tail.done():
+            interrupted.cancel()
+            tail.result()  # the log client's error, if it ended with one
+            return False
+        tail.cancel()
+        return True
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def submit_sweep(spec: SweepSpec, *, sweep_arg: str, cluster: Path | None, address: str | None,
@@ -279,8 +300,10 @@ def _run_job(spec: SweepSpec, url: str, store: str | None, sweep_arg: str,
     for line in dashboard_lines(url, spec.name, jobs_path=True):
         echo(line)
     try:
-        asyncio.run(_stream(client, job_id, echo))
-    except KeyboardInterrupt:
+        detached = asyncio.run(_stream(client, job_id, echo))
+    except KeyboardInterrupt:  # Ctrl-C before the loop took it
+        detached = True
+    if detached:
         echo(f"detached from job {job_id}; it keeps running (rlv status {sweep_arg})")
         return 130
     info = client.get_job_info(job_id)
