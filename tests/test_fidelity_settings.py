@@ -9,9 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_trial import tiny
 
 from rlv import columns as col
-from rlv.config import DataConfig, TrialConfig, from_dict
+from rlv.config import DataConfig
 from rlv.datasets import split_indices
 from rlv.errors import RlvError
 from rlv.levels import DATASETS
@@ -19,15 +20,6 @@ from rlv.sweep.validation import check_trial_config
 from rlv.trial.data import trial_indices
 from rlv.trial.loop import Trainer
 from rlv.trial.run import build_model, run_trial
-
-
-def tiny(**sections: dict) -> TrialConfig:  # type: ignore[type-arg]
-    base: dict = {"data": {"train_size": 512, "test_size": 256},  # type: ignore[type-arg]
-                  "train": {"epochs": 2, "batch_size": 128},
-                  "eval": {"fid_samples": 0, "samples": 16, "interpolation_pairs": 2}}
-    for key, values in sections.items():
-        base.setdefault(key, {}).update(values)
-    return from_dict(TrialConfig, base)
 
 
 def test_test_every_adds_the_test_terms_per_epoch_without_changing_training() -> None:

@@ -120,6 +120,16 @@ def read(store: Path | str, table: str) -> pd.DataFrame:
     return pd.read_parquet(f"{store}/{table}")
 
 
+def held_epochs(store: Path | str, trials: int, held_at: int) -> pd.DataFrame | None:
+    """The epochs table once the driver has written every trial's epochs up to the hold, else
+    None (no table yet, or fewer rows)."""
+    try:
+        rows = read(store, "epochs")
+    except (OSError, ValueError):  # no epochs table yet
+        return None
+    return rows if len(rows) == trials * held_at else None
+
+
 def test_trials_spread_over_nodes_each_with_its_own_caches(nodes: Nodes, tmp_path: Path) -> None:
     epochs, seeds, encoders = 2, 2, ["L", "NL"]
     sweep = write_sweep(tmp_path, "spread", encoders=encoders, seeds=seeds, epochs=epochs,
@@ -165,12 +175,8 @@ def test_a_lost_node_s_trials_resume_on_the_other_node(nodes: Nodes, tmp_path: P
     process = launch(sweep, nodes.address, store, tmp_path / "home", gates.env)
     lost, survivor = nodes.workers[1], nodes.workers[0]
 
-    def committed() -> pd.DataFrame | None:  # the held epochs, once the driver wrote them
-        try:
-            rows = read(store, "epochs")
-        except (OSError, ValueError):  # no epochs table yet
-            return None
-        return rows if len(rows) == len(names) * held_at else None
+    def committed() -> pd.DataFrame | None:
+        return held_epochs(store, len(names), held_at)
 
     wait_for(lambda: committed() is not None or process.poll() is not None, 240,
              "both trials' epochs up to the hold in the store")
@@ -271,11 +277,7 @@ def test_an_s3_store_takes_a_lost_node_a_grown_seed_and_every_reader(
     process = launch(sweep, nodes.address, store, tmp_path / "home", gates.env | s3_env.env)
 
     def committed() -> pd.DataFrame | None:
-        try:
-            rows = read(store, "epochs")
-        except (OSError, ValueError):
-            return None
-        return rows if len(rows) == len(names) * held_at else None
+        return held_epochs(store, len(names), held_at)
 
     wait_for(lambda: committed() is not None or process.poll() is not None, 240,
              "both trials' epochs up to the hold in the bucket")
@@ -382,11 +384,7 @@ def test_a_frozen_node_s_attempt_thawed_after_its_retry_changes_nothing(
     process = launch(sweep, nodes.address, store, tmp_path / "home", gates.env)
 
     def committed() -> pd.DataFrame | None:
-        try:
-            rows = read(store, "epochs")
-        except (OSError, ValueError):
-            return None
-        return rows if len(rows) == len(names) * held_at else None
+        return held_epochs(store, len(names), held_at)
 
     wait_for(lambda: committed() is not None or process.poll() is not None, 240,
              "both trials' epochs up to the hold in the store")

@@ -84,6 +84,8 @@ class StoreCallback(Callback):
         # seen to fail, whose results (should any still arrive) commit nothing
         self._attempt: dict[str, str] = {}
         self._failed_attempts: set[str] = set()
+        # each trial's committed checkpoint (committed.json), read from the store once per trial
+        self._committed: dict[str, checkpoints.Committed | None] = {}
         self._last_status = 0.0
         self._last_flush = time.time()
 
@@ -118,9 +120,14 @@ class StoreCallback(Callback):
             self._pending.setdefault(key, []).extend(result.pop(HISTORY_KEY))
         if result.get(COMMITTED_KEY):
             if CHECKPOINT_KEY in result:  # before its epochs: the rows never outrun the pointer
-                checkpoints.promote(self._fs, folder, checkpoints.Committed(**result[CHECKPOINT_KEY]))
+                new = checkpoints.Committed(**result[CHECKPOINT_KEY])
+                if key not in self._committed:  # a resumed trial: its pointer from before
+                    self._committed[key] = checkpoints.read_committed(self._fs, folder)
+                checkpoints.promote(self._fs, folder, new, self._committed[key])
+                self._committed[key] = new
             self.writer.queue_epochs(self._pending.pop(key, []))
         if ROW_KEY in result:
+            self._committed.pop(key, None)  # done: the writer's flush removes the pointer
             if attempt and self.keep_model:
                 checkpoints.promote_model(self._fs, folder, attempt)
             # popped: Tune keeps each trial's last result in memory, and the images are in the

@@ -82,11 +82,10 @@ def resume_path(fs: pafs.FileSystem, folder: str) -> str | None:
         raise RlvError(f"cannot read {folder}: {first_line(exc)}") from None
 
 
-def promote(fs: pafs.FileSystem, folder: str, new: Committed) -> None:
+def promote(fs: pafs.FileSystem, folder: str, new: Committed, old: Committed | None) -> None:
     """Make `new` the trial's committed checkpoint (the driver, for the current attempt), then
-    delete the one it replaces: each attempt keeps at most its uncommitted newest besides."""
-    old = read_committed(fs, folder)
-    if old is not None and (old.attempt, old.epoch) == (new.attempt, new.epoch):
+    delete `old`, the one it replaces (the driver remembers it: no read per checkpoint)."""
+    if old == new:
         return
     write_bytes(fs, f"{folder}/{COMMITTED_FILE}", json.dumps(asdict(new)).encode())
     if old is not None and old.path(folder) != new.path(folder):

@@ -94,9 +94,8 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes,
     directory, name = path.rsplit("/", 1)
     try:
         # S3 has no folders: making one costs requests (a HEAD per level and a marker PUT)
-        if isinstance(fs, pafs.S3FileSystem):
-            pass
-        elif created is None or directory not in created:
+        needs_dir = not isinstance(fs, pafs.S3FileSystem)
+        if needs_dir and (created is None or directory not in created):
             fs.create_dir(directory, recursive=True)
             if created is not None:
                 created.add(directory)
