@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from rlv import columns as col  # noqa: E402
 from rlv.store.manifest import write_manifest  # noqa: E402
 from rlv.store.plan import plan_sweep  # noqa: E402
+from rlv.store.store import Store
 from rlv.store.writer import StoreWriter  # noqa: E402
 from rlv.sweep.spec import parse_sweep  # noqa: E402
 
@@ -65,10 +66,10 @@ def build_store(root: Path, trials: int, sweep: str = "scale", epochs: int = 1,
                                      "train": {"epochs": epochs, "batch_size": 64},
                                      "eval": {"fid_samples": 0}},
                         "resources": {"cpu": 1, "gpu": 0}, "keep_model": False}, source=sweep)
-    plan = plan_sweep(spec, str(root))
+    plan = plan_sweep(spec, Store.open(root))
     configs = plan.trial_configs()
-    write_manifest(str(root), plan.manifest, trials_run=len(configs))
-    writer = StoreWriter(str(root), sweep)
+    write_manifest(Store.open(root), plan.manifest, trials_run=len(configs))
+    writer = StoreWriter(Store.open(root), sweep)
     rng = np.random.default_rng(0)
     cut = max(2, math.ceil(0.6 * seeds))  # mid-run: seeds from here on are not all finished
     status: dict[str, dict[str, Any]] = {}

@@ -180,12 +180,13 @@ def check(
     the trials done, running and to run, with the remaining time the store's timings predict."""
     from rlv.store.estimate import check_store
     from rlv.store.rounds import spec_at_rounds, until_check
+    from rlv.store.store import Store
 
     with _data_dir_env(data_dir):
         spec = _load_sweep(sweep)
-        location = spec.store_location(store)
-        now = check_store(spec_at_rounds(spec, location), location)  # until: the rounds' seeds
-        for line in spec.describe() + now + until_check(spec, location):
+        opened = Store.open(spec.store_location(store))
+        now = check_store(spec_at_rounds(spec, opened), opened)  # until: the rounds' seeds
+        for line in spec.describe() + now + until_check(spec, opened):
             echo(line)
 
 
@@ -231,8 +232,7 @@ def launch(
                                                 num_gpus=num_gpus), echo)
     for line in outcome.summary():
         echo(line)
-    if not outcome.ok:
-        raise typer.Exit(1)
+    raise typer.Exit(outcome.exit_code)
 
 
 @app.command()
@@ -245,25 +245,26 @@ def status(
     """Finished, running, failed and pending trials of a sweep, and where its store is. With
     --store and a sweep name, from the store alone (the sweep's spec is kept there)."""
     from rlv.store.status import spec_from_store, sweep_status
+    from rlv.store.store import Store
 
     is_file = sweep.endswith((".yaml", ".yml")) or Path(sweep).expanduser().exists()
     if store is not None and not is_file:
-        location = store if "://" in store else str(Path(store).expanduser().resolve())
-        spec = spec_from_store(location, sweep)
+        opened = Store.open(store)
+        spec = spec_from_store(opened, sweep)
     else:
         spec = _load_sweep(sweep)
-        location = spec.store_location(store)
+        opened = Store.open(spec.store_location(store))
     if watch:
-        _watch_status(spec, location, every)
+        _watch_status(spec, opened, every)
         return
-    for line in sweep_status(spec, location).lines():
+    for line in sweep_status(spec, opened).lines():
         echo(line)
 
 
-def _watch_status(spec, location: str, every: float) -> None:  # type: ignore[no-untyped-def]
+def _watch_status(spec, store, every: float) -> None:  # type: ignore[no-untyped-def]
     from rlv.store.status import watch_status
 
-    report = watch_status(spec, location, echo, every_s=every,
+    report = watch_status(spec, store, echo, every_s=every,
                           clear=sys.stdout.isatty())
     if report.failed:
         raise typer.Exit(1)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 # pytest puts tests/ on sys.path (no __init__.py there): the helpers import by name.
@@ -50,6 +52,7 @@ from rlv.analysis import (
 )
 from rlv.analysis.load import categorize
 from rlv.errors import RlvError
+from rlv.store.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,6 +138,53 @@ def test_load_store_from_uris(tmp_path: Path) -> None:
     with memory.open(path, "wb") as handle:
         trials.to_parquet(handle, index=False)
     assert len(load_store("memory://rlv-test").trials) == 24  # other schemes through fsspec
+
+
+def test_files_with_different_columns_are_read_with_one_schema(tmp_path: Path) -> None:
+    """Batch files written by different rlv versions: one has a setting column the other lacks
+    and an all-null (null-typed) fid where the other has doubles; every row keeps its values."""
+    trials = synthetic_trials(seeds=range(2))  # 48 trials
+    old, new = trials.iloc[:24].drop(columns=[col.LATENT_DIM]), trials.iloc[24:].copy()
+    new[col.LATENT_DIM] = 32
+    folder = tmp_path / "trials" / "sweep=mixed"
+    folder.mkdir(parents=True)
+    # the older file first (its schema would be the one read if a reader took the first file's)
+    pq.write_table(pa.Table.from_pandas(old, preserve_index=False), folder / "batch-a.parquet")
+    later = pa.Table.from_pandas(new, preserve_index=False)
+    later = later.set_column(later.schema.get_field_index(col.FID), col.FID,
+                             pa.nulls(len(new)))  # a flush where no trial computed FID
+    assert later.schema.field(col.FID).type == pa.null()
+    pq.write_table(later, folder / "batch-b.parquet")
+    (folder / "notes.csv").write_text("a stray file: skipped, never parsed\n")
+
+    for store in (tmp_path, Store.open(tmp_path)):  # a folder or an opened store
+        loaded = load_store(store).trials.set_index(col.TRIAL_ID)
+        assert len(loaded) == 48 and set(loaded[col.SWEEP]) == {"mixed"}
+        latent = loaded[col.LATENT_DIM]
+        assert latent[old[col.TRIAL_ID]].isna().all()
+        assert (latent[new[col.TRIAL_ID]] == 32).all()
+        fid = loaded[col.FID]
+        np.testing.assert_allclose(fid[old[col.TRIAL_ID]], old[col.FID])
+        assert fid[new[col.TRIAL_ID]].isna().all()
+        np.testing.assert_allclose(loaded.loc[trials[col.TRIAL_ID], col.TEST_RE],
+                                   trials[col.TEST_RE])
+
+
+def test_a_corrupt_file_is_named_in_one_line(tmp_path: Path) -> None:
+    trials = synthetic_trials(seeds=range(1))
+    write_store(tmp_path, trials, "a", synthetic_epochs(trials))
+    folder = tmp_path / "epochs" / "sweep=a"
+    good = (folder / "part-0.parquet").read_bytes()
+    # the footer intact (the schema reads) but the first page torn: found only by the scan
+    torn = good[:4] + b"\xff" * 64 + good[68:]
+    (folder / "part-1.parquet").write_bytes(torn)
+    with pytest.raises(RlvError, match=r"corrupt parquet file .*sweep=a/part-1\.parquet") as bad:
+        load_store(tmp_path)
+    assert "\n" not in str(bad.value)
+    (folder / "part-1.parquet").write_bytes(good[: len(good) // 2])  # cut short: no footer
+    with pytest.raises(RlvError, match=r"corrupt parquet file .*sweep=a/part-1\.parquet") as cut:
+        load_store(Store.open(tmp_path), sweep="a")
+    assert "\n" not in str(cut.value)
 
 
 # --- (a) degrees of freedom ----------------------------------------------------------------------
@@ -531,17 +581,15 @@ def test_plots_build_figures(tmp_path: Path) -> None:
 def test_results_image_opens_the_store_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rlv.analysis.load as load_module
-
     results = load_store(synthetic_store(tmp_path, images=True, seeds=range(1)))
     opened: list[str] = []
-    real_open = load_module.open_store
+    real_open = Store.open
 
-    def counting_open(store: str) -> object:
-        opened.append(store)
-        return real_open(store)
+    def counting_open(location: str) -> Store:
+        opened.append(location)
+        return real_open(location)
 
-    monkeypatch.setattr(load_module, "open_store", counting_open)
+    monkeypatch.setattr(Store, "open", staticmethod(counting_open))
     paths = results.trials[col.IMAGE_SAMPLES].dropna().head(3)
     assert all(results.image(p).startswith(b"\x89PNG") for p in paths)
     assert opened == []  # load_store's filesystem is reused

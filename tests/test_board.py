@@ -37,6 +37,7 @@ from rlv.board.server import BOKEH_FILES, bokeh_js
 from rlv.cli import app
 from rlv.store.manifest import write_manifest
 from rlv.store.plan import plan_sweep
+from rlv.store.store import Store
 from rlv.store.writer import StoreWriter
 from rlv.sweep.spec import parse_sweep
 
@@ -66,10 +67,10 @@ def write_board_store(store: Path | str, finished: set[str], running: dict[str, 
     """The store a driver leaves mid-sweep; returns each grid trial's state as the board should
     show it (what this test decided, not what the board computes)."""
     spec = sweep_spec(store)
-    plan = plan_sweep(spec, str(store))
+    plan = plan_sweep(spec, Store.open(store))
     configs = plan.trial_configs()
-    write_manifest(str(store), plan.manifest, trials_run=len(configs))
-    writer = StoreWriter(str(store), SWEEP)
+    write_manifest(Store.open(store), plan.manifest, trials_run=len(configs))
+    writer = StoreWriter(Store.open(store), SWEEP)
     rng = np.random.default_rng(7)
     expected = {}
     for k, cfg in enumerate(configs):
@@ -157,6 +158,9 @@ def test_the_grid_shows_every_trial_in_its_state_and_the_progress(
     assert {k: progress[k] for k in ("done", "running", "failed", "pending", "total")} == {
         "done": counts["done"], "running": 1, "failed": 1, "pending": counts["pending"],
         "total": len(expected)}
+    # in the words of `rlv status` and the terminal
+    assert progress["text"] == (f"{counts['done']} finished, 1 running, 1 failed, "
+                                f"{counts['pending']} pending (of {len(expected)})")
     assert not progress["complete"] and progress["remaining"].startswith("remaining: about ")
     assert progress["driver"].endswith(": running")
     store_path = str(store[0])
@@ -408,7 +412,7 @@ def test_other_mistakes_are_one_line_each(store: tuple[Path, dict[str, str]],
     two = tmp_path / "two"
     for name in ("a", "b"):
         spec = parse_sweep({"name": name, "factors": {"encoder": ["L"]}}, source=name)
-        write_manifest(str(two), plan_sweep(spec, str(two)).manifest, trials_run=1)
+        write_manifest(Store.open(two), plan_sweep(spec, Store.open(two)).manifest, trials_run=1)
     assert one_line(rlv("board", str(two))) == (
         f"error: store {two} holds several sweeps (a, b): name one with --sweep")
     # a port that is taken

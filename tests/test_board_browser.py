@@ -145,7 +145,7 @@ def test_the_board_fills_in_while_a_sweep_runs_in_a_browser(
         wait_for(lambda: len(gates.held()) == 6, 300, "the last trial held")
         last = (set(gates.held()) - set(released)).pop()
         square(page, last, "running")
-        assert "5 of 6 done, 1 running, 0 failed, 0 pending" in page.locator(
+        assert "5 finished, 1 running, 0 failed, 0 pending (of 6)" in page.locator(
             "#progress-text").inner_text()
         page.locator("#anova-table").wait_for(timeout=WAIT_MS)
         assert page.locator("#anova-mark").inner_text() == "provisional: the sweep is still running"
@@ -185,7 +185,7 @@ def test_the_board_fills_in_while_a_sweep_runs_in_a_browser(
         assert launch.wait(timeout=LAUNCH_TIMEOUT_S) == 0, log.read_text()
         for trial in TRIALS:
             square(page, trial, "done")
-        page.get_by_text("6 of 6 done, 0 running, 0 failed, 0 pending: the sweep is done").wait_for(
+        page.get_by_text("6 finished, 0 running, 0 failed, 0 pending (of 6): the sweep is done").wait_for(
             timeout=WAIT_MS)
         page.get_by_text("final: every trial is in").wait_for(timeout=WAIT_MS)
         assert all(state_of(page, t) == "done" for t in waiting)  # from pending to done

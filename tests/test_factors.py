@@ -19,6 +19,7 @@ from rlv.cli import app
 from rlv.config import ModelConfig, TrainConfig, TrialConfig
 from rlv.errors import RlvError
 from rlv.levels import INITS
+from rlv.store.store import Store
 from rlv.store.writer import StoreWriter
 from rlv.sweep.files import load_sweep
 from rlv.sweep.spec import parse_sweep
@@ -185,7 +186,7 @@ def test_setting_factors_are_typed_columns_of_both_store_tables(tmp_path: Path) 
     setting in every file, and `factors` lists the sweep's factor columns."""
     spec = parse_sweep(sweep(**{"model.latent_dim": [4, 8], "train.lr": [0.001],
                                 "model.batchnorm": [True]}))
-    writer = StoreWriter(str(tmp_path), spec.name)
+    writer = StoreWriter(Store.open(tmp_path), spec.name)
     chosen = [c for c in spec.trials() if c.model.encoder == "NL" and c.seed == 0]
     for cfg in chosen:
         result = run_trial(cfg)

@@ -19,7 +19,8 @@ from ray.tune.experiment import Trial
 
 from rlv import columns as col
 from rlv.config import TrialConfig, from_dict
-from rlv.service.callbacks import StoreCallback
+from rlv.service.recorder import SweepRecorder, SweepView
+from rlv.service.store_sink import StoreSink
 from rlv.service.trainable import (
     ATTEMPT_KEY,
     CHECKPOINT_KEY,
@@ -30,7 +31,7 @@ from rlv.service.trainable import (
     ROW_KEY,
 )
 from rlv.store.checkpoints import attempt_dir, resume_path, state_name, trial_dir
-from rlv.store.files import open_store
+from rlv.store.store import Store
 from rlv.trial.loop import EpochMetrics
 from rlv.trial.run import epoch_row, run_trial
 
@@ -62,12 +63,12 @@ def test_a_stale_attempt_commits_nothing_and_nothing_it_writes_is_read(tmp_path:
     store = str(tmp_path / "store")
     cfg = tiny()
     finished = run_trial(cfg)  # a real row and images for the final report
-    fs, root = open_store(store)
-    folder = trial_dir(root, SWEEP, cfg.name)
+    opened = Store.open(store)
+    fs, folder = opened.fs, trial_dir(opened.root, SWEEP, cfg.name)
     trial = Trial("run_sweep_trial", config={}, trial_id="t1", stub=True,
                   trial_name_creator=lambda t: cfg.name)
-    driver = StoreCallback(store, SWEEP, keep_model=True)
-    driver.setup()
+    # the driver: its recorder, with the store's sink alone
+    driver = SweepRecorder(SweepView(SWEEP, store, total=1), [StoreSink(opened, SWEEP, keep_model=True)])
 
     def report(result: dict) -> None:  # type: ignore[type-arg]
         driver.on_trial_result(0, [trial], trial, result)

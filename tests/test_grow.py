@@ -22,6 +22,7 @@ from rlv import columns as col
 from rlv.errors import RlvError
 from rlv.levels import DATASETS
 from rlv.service.launch import LaunchOptions, run_sweep
+from rlv.store.store import Store
 from rlv.sweep.spec import parse_sweep
 from rlv.trial.run import build_model
 from rlv.trial.saved import load_model
@@ -212,10 +213,10 @@ def test_trials_from_before_a_setting_became_a_factor_count_as_their_level_in_th
     store = tmp_path / "store"
 
     def run(path: Path) -> list[str]:  # what a launch stores, without training: rows by config
-        plan = plan_sweep(load(path), str(store))
+        plan = plan_sweep(load(path), Store.open(store))
         configs = plan.trial_configs()
-        write_manifest(str(store), plan.manifest, trials_run=len(configs))
-        writer = StoreWriter(str(store), "grow")
+        write_manifest(Store.open(store), plan.manifest, trials_run=len(configs))
+        writer = StoreWriter(Store.open(store), "grow")
         for cfg in configs:
             factors = factor_values(cfg)
             writer.queue_trial({col.TRIAL_ID: cfg.name, col.TEST_NEG_ELBO: 90.0 + cfg.seed,

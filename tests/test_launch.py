@@ -25,6 +25,7 @@ from gates import Gates, alive, checkpoint_epoch, descends_from, wait_for
 from rlv import columns as col
 from rlv.service.launch import LaunchOptions, run_sweep
 from rlv.store.files import read_status
+from rlv.store.store import Store
 from rlv.sweep.spec import parse_sweep
 
 pytestmark = pytest.mark.slow
@@ -95,7 +96,7 @@ def test_fractional_gpus_pack_four_trials_and_the_store_gets_every_row_once(
     for column in col.IMAGE_COLUMNS:
         assert all((tmp_path / "store" / p).read_bytes()[:4] == b"\x89PNG" for p in rows[column])
     assert set(rows[col.DEVICE].str.split(":").str[0]) == {"cpu"}  # torch sees no CUDA here
-    status = read_status(str(tmp_path / "store"), "pack")
+    status = read_status(Store.open(tmp_path / "store"), "pack")
     assert {t["status"] for t in status["trials"].values()} == {"TERMINATED"}
 
 
@@ -150,7 +151,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint_with_no_row_lost_or_doubled(
     assert f"{victim} failed (attempt 1); retrying from its last checkpoint" in output
     spec = load(path)
     assert_store_complete(store, "killtrial", [c.name for c in spec.trials()], 6)
-    attempts = read_status(str(store), "killtrial")["trials"]
+    attempts = read_status(Store.open(store), "killtrial")["trials"]
     assert {name: t["attempts"] for name, t in attempts.items()} == \
         {victim: 2, "L-fc-flow2-s0": 1}
     # the retry trained from the checkpoint's next epoch to the end, nothing before it

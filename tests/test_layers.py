@@ -16,6 +16,7 @@ from analysis_helpers import ENCODER_EFFECT, PRIORS, synthetic_store, synthetic_
 from blocked import BLOCKED, HEAVY, LEAK, ROOT, make_shims, run_python, run_rlv
 
 from rlv import columns as col
+from rlv.store.store import Store
 
 SWEEPS = ROOT / "sweeps"
 FAILED = "NL-conv-flow6-s0"  # the trial the status file says failed (not in the store)
@@ -43,7 +44,7 @@ def sweep_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     spec = load_sweep(str(SWEEPS / "quick.yaml"))
     root = tmp_path_factory.mktemp("swept") / "store"
-    writer = StoreWriter(str(root), "quick")
+    writer = StoreWriter(Store.open(root), "quick")
     for row in synthetic_trials(priors=[p for p in PRIORS if p != "flow6"], seeds=range(2),
                                 sweep_dir="quick").to_dict("records"):
         cfg = spec.trial_config({f: row[f] for f in spec.factors} | {"seed": row[col.SEED]})

@@ -13,7 +13,8 @@ import pytest
 
 from rlv import columns as col
 from rlv.errors import RlvError
-from rlv.store.files import STATUS_DIR, finished_trials, open_store, read_json, read_status
+from rlv.store.files import STATUS_DIR, finished_trials, read_json, read_status
+from rlv.store.store import Store
 from rlv.store.writer import StoreWriter
 
 
@@ -44,7 +45,7 @@ def test_rows_are_written_once_even_when_reported_again(tmp_path: Path) -> None:
     def new(rows: list[dict[str, Any]], *seen: list[dict[str, Any]]) -> int:
         return len({r[col.EPOCH] for r in rows} - {r[col.EPOCH] for s in seen for r in s})
 
-    writer = StoreWriter(str(tmp_path), "s")
+    writer = StoreWriter(Store.open(tmp_path), "s")
     assert writer.queue_epochs(first) == len(first)
     assert writer.queue_epochs(before_flush) == new(before_flush, first)  # queued already
     assert writer.queue_trial(trial_row("a"), {})
@@ -54,7 +55,7 @@ def test_rows_are_written_once_even_when_reported_again(tmp_path: Path) -> None:
     assert not writer.queue_trial(trial_row("a"), {})  # in the store already
     assert writer.flush() == []
     # a new writer (a resumed driver) knows what the store holds
-    again = StoreWriter(str(tmp_path), "s")
+    again = StoreWriter(Store.open(tmp_path), "s")
     assert again.queue_epochs(resumed) == new(resumed, first, before_flush)
     assert not again.queue_trial(trial_row("a"), {})
     assert again.flush() == []
@@ -66,7 +67,7 @@ def test_rows_are_written_once_even_when_reported_again(tmp_path: Path) -> None:
 
 def test_a_flushed_trial_row_is_typed_and_its_images_are_in_the_store(tmp_path: Path) -> None:
     png = b"\x89PNG"
-    writer = StoreWriter(str(tmp_path), "s")
+    writer = StoreWriter(Store.open(tmp_path), "s")
     writer.queue_trial(trial_row("a"), {col.IMAGE_SAMPLES: png})
     image = writer.image_path("a", col.IMAGE_SAMPLES)
     assert (tmp_path / image).read_bytes() == png  # written when queued, before the row
@@ -80,7 +81,7 @@ def test_a_flushed_trial_row_is_typed_and_its_images_are_in_the_store(tmp_path: 
 
 def test_sweeps_are_partitions_of_one_table(tmp_path: Path) -> None:
     for sweep in ("one", "two"):
-        writer = StoreWriter(str(tmp_path), sweep)
+        writer = StoreWriter(Store.open(tmp_path), sweep)
         writer.queue_trial(trial_row("a"), {})
         writer.flush()
     trials = pd.read_parquet(tmp_path / "trials")
@@ -90,7 +91,7 @@ def test_sweeps_are_partitions_of_one_table(tmp_path: Path) -> None:
 
 
 def test_no_temporary_files_are_left_or_read(tmp_path: Path) -> None:
-    writer = StoreWriter(str(tmp_path), "s")
+    writer = StoreWriter(Store.open(tmp_path), "s")
     rows = epoch_rows("a", range(1, 3))
     writer.queue_epochs(rows)
     writer.flush()
@@ -101,21 +102,21 @@ def test_no_temporary_files_are_left_or_read(tmp_path: Path) -> None:
 
 
 def test_a_uri_store_works_like_a_folder(tmp_path: Path) -> None:
-    writer = StoreWriter(f"file://{tmp_path}", "s")
+    writer = StoreWriter(Store.open(f"file://{tmp_path}"), "s")
     writer.queue_trial(trial_row("a"), {})
     writer.flush()
     assert pd.read_parquet(tmp_path / "trials")[col.TRIAL_ID].tolist() == ["a"]
 
 
 def test_a_corrupt_file_is_named_and_nothing_is_lost(tmp_path: Path) -> None:
-    writer = StoreWriter(str(tmp_path), "s")
+    writer = StoreWriter(Store.open(tmp_path), "s")
     writer.queue_epochs(epoch_rows("a", range(1, 3)))
     writer.flush()
     bad = tmp_path / "epochs" / "sweep=s" / "b-e00001-00001.parquet"
     bad.write_bytes(b"not parquet")
     before = sorted(p.name for p in (tmp_path / "epochs" / "sweep=s").iterdir())
     with pytest.raises(RlvError, match=r"corrupt store file .*b-e00001-00001\.parquet"):
-        StoreWriter(str(tmp_path), "s")
+        StoreWriter(Store.open(tmp_path), "s")
     assert sorted(p.name for p in (tmp_path / "epochs" / "sweep=s").iterdir()) == before
 
 
@@ -139,11 +140,11 @@ def test_keys_come_from_one_listing_of_file_names(tmp_path: Path,
 
     monkeypatch.setattr(pq, "read_table", no_reading)
     monkeypatch.setattr(pq, "ParquetFile", no_reading)
-    again = StoreWriter(str(tmp_path), "s")
-    assert again.trials_written == {"a"} == finished_trials(str(tmp_path), "s")
+    again = StoreWriter(Store.open(tmp_path), "s")
+    assert again.trials_written == {"a"} == finished_trials(Store.open(tmp_path), "s")
     assert again.epochs_written == {(trial, e) for trial, spans in runs.items()
                                     for first, last in spans for e in range(first, last + 1)}
-    assert finished_trials(str(tmp_path), "none yet") == set()
+    assert finished_trials(Store.open(tmp_path), "none yet") == set()
 
 
 def test_a_writer_makes_each_folder_once(tmp_path: Path) -> None:
@@ -155,28 +156,29 @@ def test_a_writer_makes_each_folder_once(tmp_path: Path) -> None:
             made.append(path)
             super().create_dir(path, recursive)
 
-    writer = StoreWriter(str(tmp_path), "s")
-    writer._fs = pafs.PyFileSystem(Counting(fsspec.filesystem("file")))
+    counting = pafs.PyFileSystem(Counting(fsspec.filesystem("file")))
+    writer = StoreWriter(Store(str(tmp_path), counting, str(tmp_path)), "s")
     heartbeats = range(1, 4)
     for epoch in heartbeats:  # an epoch committed, then the heartbeat: status and a flush
         writer.queue_epochs(epoch_rows("a", range(epoch, epoch + 1)))
         writer.write_status({"epoch": epoch})
         writer.flush()
     assert sorted(made) == [f"{tmp_path}/_status", f"{tmp_path}/epochs/sweep=s"]
-    assert read_status(str(tmp_path), "s") == {"epoch": heartbeats[-1]}
+    assert read_status(Store.open(tmp_path), "s") == {"epoch": heartbeats[-1]}
     assert len(list((tmp_path / "epochs" / "sweep=s").iterdir())) == len(heartbeats)  # a batch each
     assert len(pd.read_parquet(tmp_path / "epochs")) == len(heartbeats)
 
 
 def test_json_files_missing_or_corrupt(tmp_path: Path) -> None:
-    fs, root = open_store(str(tmp_path))
+    opened = Store.open(tmp_path)
+    fs, root = opened.fs, opened.root
     assert read_json(fs, f"{root}/nothing.json") is None
-    assert read_status(str(tmp_path), "s") == {}
+    assert read_status(Store.open(tmp_path), "s") == {}
     status = tmp_path / STATUS_DIR / "s.json"
     status.parent.mkdir()
     status.write_text('{"torn": ')
     with pytest.raises(RlvError, match=r"corrupt JSON file .*s\.json"):
-        read_status(str(tmp_path), "s")
+        read_status(Store.open(tmp_path), "s")
 
 
 # --- the sweep's truth: content keys, the manifest, plans (no Ray) -----------------------------
@@ -193,7 +195,7 @@ def small_sweep(store: Path, **changes: Any) -> dict[str, Any]:
 
 def store_rows(store: Path, cfgs: list[Any]) -> None:
     """Rows as the driver writes them, each with its trial's config (what matching reads)."""
-    writer = StoreWriter(str(store), "g")
+    writer = StoreWriter(Store.open(store), "g")
     for cfg in cfgs:
         writer.queue_trial({**trial_row(cfg.name), col.CONFIG: cfg.to_json()}, {})
     writer.flush()
@@ -228,15 +230,15 @@ def test_a_plan_runs_only_what_the_store_lacks(tmp_path: Path) -> None:
 
     store = tmp_path / "store"
     spec = parse_sweep(small_sweep(store))
-    plan = plan_sweep(spec, str(store))
+    plan = plan_sweep(spec, Store.open(store))
     assert [c.name for c in plan.trial_configs()] == ["L-fc-normal-s0", "L-fc-normal-s1",
                                                       "NL-fc-normal-s0", "NL-fc-normal-s1"]
-    write_manifest(str(store), plan.manifest, trials_run=4)
+    write_manifest(Store.open(store), plan.manifest, trials_run=4)
     store_rows(store, plan.trial_configs()[:3])  # three finished; NL-fc-normal-s1 did not
     grown = parse_sweep(small_sweep(store, seeds=3,
                                     factors={"encoder": ["L", "NL", "RKS"], "layer": ["fc"],
                                              "prior": ["normal"]}))
-    plan = plan_sweep(grown, str(store))
+    plan = plan_sweep(grown, Store.open(store))
     assert sorted(plan.done.values()) == ["L-fc-normal-s0", "L-fc-normal-s1", "NL-fc-normal-s0"]
     assert sorted(c.name for c in plan.trial_configs()) == sorted(
         ["NL-fc-normal-s1", "L-fc-normal-s2", "NL-fc-normal-s2"]
@@ -245,7 +247,7 @@ def test_a_plan_runs_only_what_the_store_lacks(tmp_path: Path) -> None:
     # the same settings written out in full are the same trials (the default made explicit)
     explicit = small_sweep(store)
     explicit["settings"] = {**explicit["settings"], "model": {"latent_dim": 16}}
-    assert len(plan_sweep(parse_sweep(explicit), str(store)).done) == 3
+    assert len(plan_sweep(parse_sweep(explicit), Store.open(store)).done) == 3
 
 
 
@@ -261,13 +263,13 @@ def test_the_names_a_plan_gives_its_trials_to_run_are_those_their_configs_get(
     wide = small_sweep(store, seeds=3, factors={
         "encoder": ["L", "NL"], "layer": ["fc"], "prior": ["normal"], "objective": ["elbo", "thesis"],
         "model.latent_dim": [8, 12], "train.lr": [0.001, 0.0005]})
-    plan = plan_sweep(parse_sweep(wide), str(store))
+    plan = plan_sweep(parse_sweep(wide), Store.open(store))
     configs = plan.trial_configs()
     assert plan.to_run_names() == {c.name for c in configs}
     assert "NL-fc-normal-thesis-latent_dim12-lr0.0005-s2" in plan.to_run_names()
-    write_manifest(str(store), plan.manifest, trials_run=len(configs))
+    write_manifest(Store.open(store), plan.manifest, trials_run=len(configs))
     store_rows(store, configs[:5])
-    plan = plan_sweep(parse_sweep(wide), str(store))
+    plan = plan_sweep(parse_sweep(wide), Store.open(store))
     assert plan.to_run_names() == {c.name for c in configs[5:]}
 
 
@@ -278,11 +280,11 @@ def test_a_store_written_before_manifests_is_matched_by_its_rows_configs(tmp_pat
     store = tmp_path / "store"
     spec = parse_sweep(small_sweep(store))
     store_rows(store, spec.trials()[:2])  # rows, but no _sweeps/g/spec.json
-    plan = plan_sweep(spec, str(store))
+    plan = plan_sweep(spec, Store.open(store))
     assert sorted(plan.done.values()) == ["L-fc-normal-s0", "L-fc-normal-s1"]
     other = parse_sweep(small_sweep(store, settings={"data": {"train_size": 128},
                                                      "eval": {"fid_samples": 0}}))
-    assert not plan_sweep(other, str(store)).done  # other settings: other trials
+    assert not plan_sweep(other, Store.open(store)).done  # other settings: other trials
 
 
 def test_a_changed_setting_is_refused_naming_both_values(tmp_path: Path) -> None:
@@ -291,16 +293,16 @@ def test_a_changed_setting_is_refused_naming_both_values(tmp_path: Path) -> None
     from rlv.sweep.spec import parse_sweep
 
     store = tmp_path / "store"
-    plan = plan_sweep(parse_sweep(small_sweep(store)), str(store))
-    write_manifest(str(store), plan.manifest, trials_run=4)
+    plan = plan_sweep(parse_sweep(small_sweep(store)), Store.open(store))
+    write_manifest(Store.open(store), plan.manifest, trials_run=4)
     changed = small_sweep(store, settings={"data": {"train_size": 512, "test_size": 128},
                                            "train": {"epochs": 2}, "eval": {"fid_samples": 0}})
     with pytest.raises(RlvError, match=r"data\.train_size = 256, the sweep file now says 512.*"
                                        r"another name, or another --store"):
-        plan_sweep(parse_sweep(changed), str(store))
+        plan_sweep(parse_sweep(changed), Store.open(store))
     # a factor's levels may change: that is growing (or narrowing) the grid
     narrowed = small_sweep(store, factors={"encoder": ["NL"], "layer": ["fc"], "prior": ["normal"]})
-    assert plan_sweep(parse_sweep(narrowed), str(store)).total == 2
+    assert plan_sweep(parse_sweep(narrowed), Store.open(store)).total == 2
 
 
 def test_status_comes_from_the_store_alone_and_a_missing_store_is_an_error(tmp_path: Path) -> None:
@@ -312,20 +314,20 @@ def test_status_comes_from_the_store_alone_and_a_missing_store_is_an_error(tmp_p
     store = tmp_path / "store"
     spec = parse_sweep(small_sweep(store))
     with pytest.raises(RlvError, match=r"store .*store does not exist"):
-        sweep_status(spec, str(store))
-    plan = plan_sweep(spec, str(store))
-    write_manifest(str(store), plan.manifest, trials_run=4)
+        sweep_status(spec, Store.open(store))
+    plan = plan_sweep(spec, Store.open(store))
+    write_manifest(Store.open(store), plan.manifest, trials_run=4)
     store_rows(store, plan.trial_configs()[:1])
-    again = spec_from_store(str(store), "g")
+    again = spec_from_store(Store.open(store), "g")
     assert again.to_dict() == spec.to_dict()
-    report = sweep_status(again, str(store))
+    report = sweep_status(again, Store.open(store))
     assert (report.finished, report.pending, report.total) == (["L-fc-normal-s0"], 3, 4)
     with pytest.raises(RlvError, match=r"holds no sweep 'nope' \(sweeps there: g\)"):
-        spec_from_store(str(store), "nope")
+        spec_from_store(Store.open(store), "nope")
 
 
 def test_a_drivers_batches_hold_each_row_once_and_reopen_with_their_keys(tmp_path: Path) -> None:
-    writer = StoreWriter(str(tmp_path), "s")
+    writer = StoreWriter(Store.open(tmp_path), "s")
     assert writer.queue_epochs(epoch_rows("a", range(1, 3)) + epoch_rows("b", range(1, 2))) == 3
     assert writer.queue_epochs(epoch_rows("a", range(2, 4))) == 1  # epoch 2 is queued already
     assert writer.queue_trial(trial_row("a"), {col.IMAGE_SAMPLES: b"\x89PNG"})
@@ -334,8 +336,8 @@ def test_a_drivers_batches_hold_each_row_once_and_reopen_with_their_keys(tmp_pat
     assert writer.flush() == ["a"]
     assert writer.flush() == [] and writer.queued == 0
     # a new writer (a resumed driver) reads the batches' keys; reported again, nothing is new
-    again = StoreWriter(str(tmp_path), "s")
-    assert again.trials_written == {"a"} == finished_trials(str(tmp_path), "s")
+    again = StoreWriter(Store.open(tmp_path), "s")
+    assert again.trials_written == {"a"} == finished_trials(Store.open(tmp_path), "s")
     assert again.epochs_written == {("a", 1), ("a", 2), ("a", 3), ("b", 1)}
     assert again.queue_epochs(epoch_rows("a", range(1, 5))) == 1
     assert not again.queue_trial(trial_row("a"), {})

@@ -46,6 +46,7 @@ from rlv.store.rounds import (
     read_rounds,
     write_round,
 )
+from rlv.store.store import Store
 from rlv.sweep.spec import parse_sweep
 from rlv.sweep.until import Until, grow_seeds
 
@@ -226,17 +227,17 @@ def test_seeds_grow_by_the_smallest_unused() -> None:
 
 def test_a_round_is_written_once(tmp_path: Path) -> None:
     first = Round(1, 2, 4, 1.5, 30, 0.1, 4, GROW, question().to_json())
-    written = write_round(str(tmp_path), "u", first)
-    again = write_round(str(tmp_path), "u", Round(1, 2, 4, 9.9, 1, 0.9, 2, POWER_REACHED))
+    written = write_round(Store.open(tmp_path), "u", first)
+    again = write_round(Store.open(tmp_path), "u", Round(1, 2, 4, 9.9, 1, 0.9, 2, POWER_REACHED))
     assert again == written and written.decided_at is not None
-    second = write_round(str(tmp_path), "u", Round(2, 4, 8, 1.4, 28, 0.2, 4, POWER_REACHED,
+    second = write_round(Store.open(tmp_path), "u", Round(2, 4, 8, 1.4, 28, 0.2, 4, POWER_REACHED,
                                                      question().to_json()))
-    assert read_rounds(str(tmp_path), "u") == [written, second]
-    assert read_rounds(str(tmp_path), "other") == []
+    assert read_rounds(Store.open(tmp_path), "u") == [written, second]
+    assert read_rounds(Store.open(tmp_path), "other") == []
     table = pd.read_parquet(tmp_path / col.ROUNDS_TABLE)
     assert list(table[col.ROUND]) == [1, 2] and set(table[col.SWEEP]) == {"u"}
     # the report's section: the question, why only sigma, and one row per round
-    heading, why, rows = rounds_blocks(tmp_path, ["u", "other"])
+    heading, why, rows = rounds_blocks(Store.open(tmp_path), ["u", "other"])
     assert isinstance(heading, Heading) and heading.text.endswith("(u)")
     assert isinstance(why, Para) and "Wittes and Brittain" in why.text and "delta 1.0" in why.text
     assert isinstance(rows, Table)
@@ -296,7 +297,7 @@ def test_a_delta_the_first_round_answers_stops_there(tmp_path: Path, ray_cluster
     out = runner.invoke(app, ["launch", str(path)])
     assert out.exit_code == 0, out.output
     trials = assert_exactly_once(store, "answered", seeds=2, epochs=1)
-    (only,) = read_rounds(str(store), "answered")
+    (only,) = read_rounds(Store.open(store), "answered")
     until = parse_sweep(yaml.safe_load(path.read_text())).until
     assert until is not None
     assert_round(only, trials, until)
@@ -312,7 +313,7 @@ def test_a_delta_the_first_round_answers_stops_there(tmp_path: Path, ray_cluster
     # launched again: nothing runs and no round is added
     again = runner.invoke(app, ["launch", str(path)])
     assert again.exit_code == 0 and "nothing to run, all 4 trials are in the store" in again.output
-    assert read_rounds(str(store), "answered") == [only]
+    assert read_rounds(Store.open(store), "answered") == [only]
     report = write_report(store, tmp_path / "report", sweep="answered").markdown.read_text()
     assert "## Seeds until the question is answered (answered)" in report
     assert f"| 1 | 2 | 4 | {only.sigma:.4g} |" in report
@@ -335,7 +336,7 @@ def test_a_delta_beyond_max_seeds_stops_there_and_a_killed_driver_continues_its_
     wait_for(lambda: held in gates.held() or driver.poll() is not None, 480,
              f"{held} held in round 2")
     assert driver.poll() is None, driver.communicate()[0]
-    first = read_rounds(str(store), "beyond")
+    first = read_rounds(Store.open(store), "beyond")
     assert [(r.round, r.seeds, r.next_seeds, r.decision) for r in first] == [(1, 2, 4, GROW)]
     round_file = store / col.ROUNDS_TABLE / "sweep=beyond" / "round-00001.parquet"
     written = round_file.read_bytes()
@@ -360,7 +361,7 @@ def test_a_delta_beyond_max_seeds_stops_there_and_a_killed_driver_continues_its_
     assert not [s for s in range(2) if f"] L-fc-normal-s{s} started" in again.stdout]
     assert gates.attempts(held) == [[1], [2]]  # resumed after its checkpoint
     trials = assert_exactly_once(store, "beyond", seeds=4, epochs=2)
-    rounds = read_rounds(str(store), "beyond")
+    rounds = read_rounds(Store.open(store), "beyond")
     assert [(r.round, r.seeds, r.next_seeds, r.decision) for r in rounds] == [
         (1, 2, 4, GROW), (2, 4, 4, MAX_SEEDS_REACHED)]
     assert round_file.read_bytes() == written  # round 1 was not written again

@@ -27,6 +27,8 @@ from typer.testing import CliRunner
 
 from rlv import columns as col
 from rlv.cli import app
+from rlv.service.recorder import END, HEARTBEAT, RESULT, RETRY, Event, SweepView
+from rlv.store.store import Store
 
 
 def write_sweep(tmp_path: Path, name: str, **changes: Any) -> Path:
@@ -129,7 +131,7 @@ def test_watching_a_sweep_no_driver_has_started_says_it_waits_for_one(tmp_path: 
     thread = threading.Thread(target=start_later)
     thread.start()
     try:
-        watch_status(load_sweep(str(path)), str(store), lines.append, every_s=0.2)
+        watch_status(load_sweep(str(path)), Store.open(store), lines.append, every_s=0.2)
     finally:
         thread.join()
     blocks = "\n".join(lines).split("--- ")[1:]
@@ -158,38 +160,32 @@ def test_status_watch_still_imports_neither_torch_nor_ray(tmp_path: Path) -> Non
 # --- the learning curves' event files (read with tests/tb_events.py) ----------------------------
 
 
-class NamedTrial:
-    """What CurvesCallback needs of a Tune trial: its name (str)."""
+VIEW = SweepView("curves", "", total=2)  # what the sinks are handed with each event
 
-    def __init__(self, name: str) -> None:
-        self.name = name
 
-    def __str__(self) -> str:
-        return self.name
+def epoch_event(name: str, e: int, neg_elbo: float) -> Event:
+    """The recorder's event for an epoch the trainable reported."""
+    return Event(RESULT, name, epoch_row={
+        col.TRIAL_ID: name, col.EPOCH: e, col.TRAIN_NEG_ELBO: neg_elbo, col.TRAIN_RE: neg_elbo - 1,
+        col.TRAIN_RT: -1.0, col.FLOW_LOGDET: 0.5, col.EPOCH_TIME_S: 0.1})
 
 
 def test_a_retried_trial_hides_the_epochs_it_runs_again_and_ends_with_its_test_metrics(
         tmp_path: Path) -> None:
-    from rlv.service.curves import CurvesCallback
-    from rlv.service.trainable import EPOCH_KEY, ROW_KEY
+    from rlv.service.curves import CurvesSink
 
-    trial, name = NamedTrial("L-fc-flow2-s0"), "L-fc-flow2-s0"
-
-    def epoch(e: int, neg_elbo: float) -> dict[str, Any]:  # what the trainable reports
-        return {EPOCH_KEY: {col.TRIAL_ID: name, col.EPOCH: e, col.TRAIN_NEG_ELBO: neg_elbo,
-                            col.TRAIN_RE: neg_elbo - 1, col.TRAIN_RT: -1.0,
-                            col.FLOW_LOGDET: 0.5, col.EPOCH_TIME_S: 0.1}}
-
-    curves = CurvesCallback(str(tmp_path / "store"), "retry")
+    name = "L-fc-flow2-s0"
+    curves = CurvesSink(Store.open(tmp_path / "store"), "retry")
     for e in (1, 2, 3):  # the first attempt: epochs 1-3, then it fails
-        curves.on_trial_result(0, [], trial, epoch(e, 100.0 + e))
-    curves.on_trial_recover(0, [], trial)
+        curves.handle(epoch_event(name, e, 100.0 + e), VIEW)
+    curves.handle(Event(RETRY, name), VIEW)
     for e in (3, 4):  # the retry resumes from the checkpoint of epoch 2
-        curves.on_trial_result(0, [], trial, epoch(e, 50.0 + e))
-    curves.on_trial_result(0, [], trial, {ROW_KEY: {
+        curves.handle(epoch_event(name, e, 50.0 + e), VIEW)
+    curves.handle(Event(RESULT, name, row={
         col.TRIAL_ID: name, col.EPOCHS: 4, col.TEST_NEG_ELBO: 60.5, col.TEST_RE: 55.0,
-        col.TEST_RT: -5.5, col.TEST_RT_ELBO: -5.25, col.FLOW_LOGDET: 0.25, col.FID: float("nan")}})
-    curves.on_experiment_end([])
+        col.TEST_RT: -5.5, col.TEST_RT_ELBO: -5.25, col.FLOW_LOGDET: 0.25, col.FID: float("nan")}),
+        VIEW)
+    curves.handle(Event(END), VIEW)
 
     run = tmp_path / "store" / "tensorboard" / "retry" / name
     assert len(list(run.glob("events.out.tfevents.*"))) == 2
@@ -201,9 +197,9 @@ def test_a_retried_trial_hides_the_epochs_it_runs_again_and_ends_with_its_test_m
     # a remote store (here fsspec's memory://) gets the same events, as parts of each file
     import fsspec
 
-    remote = CurvesCallback("memory://curves-store", "retry")
-    remote.on_trial_result(0, [], trial, epoch(1, 7.0))
-    remote.on_experiment_end([])
+    remote = CurvesSink(Store.open("memory://curves-store"), "retry")
+    remote.handle(epoch_event(name, 1, 7.0), VIEW)
+    remote.handle(Event(END), VIEW)
     memory = fsspec.filesystem("memory")
     copied = memory.glob(f"/curves-store/tensorboard/retry/{name}/events.out.tfevents.*")
     assert copied
@@ -218,27 +214,23 @@ def test_a_remote_store_gets_each_finished_trial_s_curves_once(tmp_path: Path) -
     another trial reports (that would make every sync cost the whole sweep)."""
     import fsspec
 
-    from rlv.service.curves import CurvesCallback
-    from rlv.service.trainable import EPOCH_KEY, ROW_KEY
+    from rlv.service.curves import CurvesSink
 
-    def result(name: str, e: int) -> dict[str, Any]:
-        return {EPOCH_KEY: {col.TRIAL_ID: name, col.EPOCH: e, col.TRAIN_NEG_ELBO: 10.0 + e}}
-
-    def final(name: str) -> dict[str, Any]:
-        return {ROW_KEY: {col.TRIAL_ID: name, col.EPOCHS: 1, col.TEST_NEG_ELBO: 9.0}}
+    def final(name: str) -> Event:
+        return Event(RESULT, name, row={col.TRIAL_ID: name, col.EPOCHS: 1, col.TEST_NEG_ELBO: 9.0})
 
     memory = fsspec.filesystem("memory")
-    curves = CurvesCallback("memory://once-store", "once")
-    first, second = NamedTrial("first"), NamedTrial("second")
-    curves.on_trial_result(0, [], first, result("first", 1))
-    curves.on_trial_result(0, [], first, final("first"))  # finished: its run is sent now
+    curves = CurvesSink(Store.open("memory://once-store"), "once")
+    curves.handle(epoch_event("first", 1, 11.0), VIEW)
+    curves.handle(final("first"), VIEW)  # finished: its run is sent now
     sent = memory.glob("/once-store/tensorboard/once/first/events.out.tfevents.*")
     assert sent
     for part in sent:  # if a later sync sent any of the finished run again, it would reappear
         memory.rm(part)
-    curves.on_trial_result(0, [], second, result("second", 1))
-    curves.on_trial_result(0, [], second, final("second"))
-    curves.on_experiment_end([])
+    curves.handle(epoch_event("second", 1, 11.0), VIEW)
+    curves.handle(Event(HEARTBEAT), VIEW)
+    curves.handle(final("second"), VIEW)
+    curves.handle(Event(END), VIEW)
     assert memory.glob("/once-store/tensorboard/once/first/*") == []
     copied = memory.glob("/once-store/tensorboard/once/second/events.out.tfevents.*")
     assert copied
@@ -248,24 +240,20 @@ def test_a_remote_store_gets_each_finished_trial_s_curves_once(tmp_path: Path) -
     assert scalars(tmp_path / "second")["train/neg_elbo"] == {1: 11.0}
 
 
-def test_a_remote_store_gets_each_byte_of_a_running_trial_s_curves_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Object stores cannot append: each sync sends what the event file gained as a new part,
-    never a file or bytes already sent; TensorBoard reads the parts as one run."""
+def test_a_remote_store_gets_each_byte_of_a_running_trial_s_curves_once(tmp_path: Path) -> None:
+    """Object stores cannot append: each sync (the driver's heartbeat) sends what the event file
+    gained as a new part, never a file or bytes already sent; TensorBoard reads the parts as one
+    run."""
     import fsspec
 
-    from rlv.service import curves as curves_module
-    from rlv.service.curves import CurvesCallback
-    from rlv.service.trainable import EPOCH_KEY
+    from rlv.service.curves import CurvesSink
 
-    monkeypatch.setattr(curves_module, "SYNC_S", 0.0)  # a sync after every result
     memory = fsspec.filesystem("memory")
-    curves = CurvesCallback("memory://parts-store", "parts")
-    trial = NamedTrial("L-fc-normal-s0")
+    curves = CurvesSink(Store.open("memory://parts-store"), "parts")
     for e in (1, 2, 3):
-        curves.on_trial_result(0, [], trial, {EPOCH_KEY: {
-            col.TRIAL_ID: "L-fc-normal-s0", col.EPOCH: e, col.TRAIN_NEG_ELBO: 20.0 - e}})
-    curves.on_experiment_end([])
+        curves.handle(epoch_event("L-fc-normal-s0", e, 20.0 - e), VIEW)
+        curves.handle(Event(HEARTBEAT), VIEW)  # a sync after every result
+    curves.handle(Event(END), VIEW)
     parts = sorted(memory.glob("/parts-store/tensorboard/parts/L-fc-normal-s0/events.out.tfevents.*"))
     assert len(parts) >= 3, parts  # at least one part per sync that found new events
     (local,) = (Path(curves._local) / "L-fc-normal-s0").iterdir()
@@ -355,7 +343,7 @@ def test_every_trial_gets_a_tensorboard_run_matching_the_store_and_the_board_sho
     log = board_log(watch_cluster, "curves")
     final = log.rsplit("--- ", 1)[-1]
     assert "sweep curves: 2 finished, 0 running, 0 failed, 0 pending (of 2)" in final
-    assert sweep_status(load_sweep(str(path)), str(store)).lines()[0] in final
+    assert sweep_status(load_sweep(str(path)), Store.open(store)).lines()[0] in final
     # while the trials ran it said where: this node, and the pids of their ImplicitFunc actors
     functions = {a.pid for a in list_actors(address=watch_cluster.address, detail=True,
                                             filters=[("class_name", "=", "ImplicitFunc")],
@@ -364,6 +352,7 @@ def test_every_trial_gets_a_tensorboard_run_matching_the_store_and_the_board_sho
     for trial_id in runs:
         placed = [line for line in shown if line.startswith(f"running  {trial_id} (epoch ")]
         assert placed, log
+        assert all(" pid " in line for line in placed), log
         pids = {int(line.rsplit(" pid ", 1)[1].rstrip(")")) for line in placed}
         assert pids <= functions, (placed, functions)
 
@@ -379,7 +368,7 @@ def test_a_failed_trial_shows_its_one_line_reason_on_the_board_and_in_rlv_status
                        settings={"train": {"lr": 1.0e12}})
     out = launch(path, watch_cluster)
     assert out.returncode == 1, out.stdout + out.stderr
-    status = sweep_status(load_sweep(str(path)), str(tmp_path / "store")).lines()
+    status = sweep_status(load_sweep(str(path)), Store.open(tmp_path / "store")).lines()
     failed = [line for line in status if line.startswith("  failed   L-fc-normal-s0: ")]
     assert len(failed) == 1 and "diverged" in failed[0], status
     final = board_log(watch_cluster, "boardfail").rsplit("--- ", 1)[-1]

@@ -1,13 +1,14 @@
 """Read a results store (a folder or a pyarrow/fsspec URI) into two pandas DataFrames.
 
-The store's layout is a public contract (README, "The store, in Jupyter"; rlv/store.py):
+The store's layout is a public contract (README, "The store, in Jupyter"; rlv/store/files.py):
 `{store}/trials/sweep=NAME/*.parquet` and `{store}/epochs/sweep=NAME/*.parquet`, Hive-partitioned,
-with temporary files named `_*` or `.*` that readers must skip. Only files named `*.parquet` are
-read (anything else under a table, a stray CSV or PNG, is skipped and logged, never parsed as
-Parquet). We read file by file rather than
-through one `pyarrow.dataset` so that a corrupt file can be named in the error, and so that files
-written by different rlv versions (more columns, say) are merged instead of cut to the first
-file's schema.
+with temporary files named `_*` or `.*` that readers must skip. Each table is read as one
+`pyarrow.dataset` (one listing, Hive partitioning on `sweep`, `_*` and `.*` skipped as pyarrow
+skips them), made of only the files named `*.parquet` (anything else under a table, a stray CSV or
+PNG, is skipped and logged, never parsed as Parquet). Its schema is not the first file's: it is
+unified from every file's own schema, so that files written by different rlv versions (a setting
+column more, an all-null `fid`) are merged rather than cut; and since each file's footer is read
+for that, a corrupt file is named in the error (the scan then reuses the footers read).
 """
 
 from __future__ import annotations
@@ -20,20 +21,25 @@ from urllib.parse import unquote
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from rlv import columns as col
 from rlv.analysis.gaps import with_gaps
 from rlv.config import TrialConfig
 from rlv.errors import RlvError
-from rlv.store.files import PARQUET, open_store  # pyarrow only: no torch, no Ray
+from rlv.store.files import PARQUET, first_line  # pyarrow only: no torch, no Ray
 from rlv.store.identity import result_settings
+from rlv.store.store import Store
 
 logger = logging.getLogger(__name__)
 
 # Factors that become ordered Categoricals (seed stays an integer: it is a repetition, not a level).
 CATEGORICAL_FACTORS: tuple[str, ...] = tuple(col.LEVEL_ORDER)
+
+# `sweep=NAME` folders; pyarrow URL-decodes NAME, as it encoded it when writing.
+_HIVE = ds.partitioning(pa.schema([(col.SWEEP, pa.string())]), flavor="hive")
+_PARQUET_FORMAT = ds.ParquetFileFormat()
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: DataFrames have no truth value to compare
@@ -43,8 +49,8 @@ class Results:
     store: str
     trials: pd.DataFrame
     epochs: pd.DataFrame
-    # The opened store (filesystem, root), reused by `image`: on s3 opening one is not free.
-    _location: tuple[pafs.FileSystem, str] | None = field(default=None, repr=False)
+    # The opened store, reused by `image`: on s3 opening one is not free.
+    opened: Store | None = field(default=None, repr=False)
 
     @property
     def sweeps(self) -> tuple[str, ...]:
@@ -55,32 +61,26 @@ class Results:
 
     def image(self, relpath: str) -> bytes:
         """The bytes of an image file named relative to the store root, as image columns are."""
-        location = self._location
-        if location is None:  # a Results built by hand: open the store once
-            location = open_store(self.store)
-            object.__setattr__(self, "_location", location)
-        return _read_file(*location, relpath)
+        opened = self.opened
+        if opened is None:  # a Results built by hand: open the store once
+            opened = Store.open(self.store)
+            object.__setattr__(self, "opened", opened)
+        return _read_file(opened, relpath)
 
 
-def _is_hidden(part: str) -> bool:
-    # The writer stages files as `_tmp...` or `.name.tmp` before an atomic rename.
-    return part.startswith(("_", "."))
+def _opened(store: str | os.PathLike[str] | Store) -> Store:
+    return store if isinstance(store, Store) else Store.open(store)
 
 
-def _partition_values(relpath: str) -> dict[str, str]:
-    """`sweep=quick/part-0.parquet` -> {"sweep": "quick"} (values are URL-encoded by pyarrow)."""
-    values: dict[str, str] = {}
-    for part in relpath.split("/")[:-1]:
-        if "=" in part:
-            key, value = part.split("=", 1)
-            values[key] = unquote(value)
-    return values
+def _shown(store: str | os.PathLike[str] | Store) -> str:
+    """The store as the caller named it, for messages."""
+    return store.location if isinstance(store, Store) else os.fspath(store)
 
 
-def list_sweeps(store: str | os.PathLike[str]) -> tuple[str, ...]:
+def list_sweeps(store: str | os.PathLike[str] | Store) -> tuple[str, ...]:
     """The sweep names of a store's trials table (its `sweep=NAME` folders), sorted."""
-    fs, root = open_store(store)
-    return _list_sweeps(fs, f"{root}/{col.TRIALS_TABLE}")
+    opened = _opened(store)
+    return _list_sweeps(opened.fs, opened.path(col.TRIALS_TABLE))
 
 
 def _list_sweeps(fs: pafs.FileSystem, table_root: str) -> tuple[str, ...]:
@@ -93,42 +93,82 @@ def _list_sweeps(fs: pafs.FileSystem, table_root: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def _fragments(fs: pafs.FileSystem, table_root: str, sweep: str | None) -> list[ds.Fragment]:
+    """The visible Parquet files under `table_root` (one sweep or all), sorted by path, each
+    knowing its sweep from its folder."""
+    try:
+        # a schema given: nothing is opened here (pyarrow would read the first file's footer)
+        listed = ds.FileSystemDatasetFactory(
+            fs, pafs.FileSelector(table_root, recursive=True, allow_not_found=True),
+            _PARQUET_FORMAT, ds.FileSystemFactoryOptions(partitioning=_HIVE),
+        ).finish(_HIVE.schema)
+    except (pa.ArrowException, OSError) as exc:
+        raise RlvError(f"cannot list {table_root}: {first_line(exc)}") from None
+    fragments = []
+    for fragment in sorted(listed.get_fragments(), key=lambda f: f.path):
+        if not fragment.path.endswith(PARQUET):
+            logger.warning("ignoring %s: not a Parquet file (*%s)", fragment.path, PARQUET)
+            continue
+        # a file outside any sweep=NAME folder has no sweep: it is read only with all sweeps
+        if sweep is None or ds.get_partition_keys(fragment.partition_expression).get(
+                col.SWEEP) == sweep:
+            fragments.append(fragment)
+    return fragments
+
+
+def _schema(fragments: list[ds.Fragment], table_root: str) -> pa.Schema:
+    """One schema for all the files: each file's own columns (a dictionary column as its
+    values' type), `sweep`, types widened where files differ (int64 and double, null and
+    double). Reading each footer here names a corrupt file."""
+    schemas = []
+    for fragment in fragments:
+        try:
+            physical = fragment.physical_schema
+        except (pa.ArrowException, OSError) as exc:
+            raise RlvError(f"corrupt parquet file {fragment.path}: {first_line(exc)}") from None
+        fields = [pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                  for f in physical]
+        if col.SWEEP not in physical.names:  # the partition's column, after the file's
+            fields.append(_HIVE.schema.field(col.SWEEP))
+        schemas.append(pa.schema(fields))
+    try:
+        unified = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise RlvError(f"the files of {table_root} disagree on a column's type: "
+                       f"{first_line(exc)}") from None
+    return unified.remove_metadata()  # one file's pandas metadata would describe only that file
+
+
 def _read_table(fs: pafs.FileSystem, table_root: str, sweep: str | None) -> pd.DataFrame | None:
     """All visible Parquet files under `table_root` (one sweep or all) as one DataFrame, or None."""
-    infos = fs.get_file_info(pafs.FileSelector(table_root, recursive=True, allow_not_found=True))
-    tables: list[pa.Table] = []
-    for info in sorted(infos, key=lambda i: i.path):
-        if info.type != pafs.FileType.File:
-            continue
-        rel = info.path[len(table_root) :].lstrip("/")
-        if any(_is_hidden(part) for part in rel.split("/")):
-            continue
-        if not rel.endswith(PARQUET):
-            logger.warning("ignoring %s: not a Parquet file (*%s)", info.path, PARQUET)
-            continue
-        partitions = _partition_values(rel)
-        # Compare decoded names: pyarrow URL-encodes partition values in folder names.
-        if sweep is not None and partitions.get(col.SWEEP) != sweep:
-            continue
-        try:
-            table = pq.read_table(info.path, filesystem=fs)
-        except (pa.ArrowException, OSError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RlvError(f"corrupt parquet file {info.path}: {reason}") from exc
-        for key, value in partitions.items():
-            if key not in table.column_names:  # the partition is the truth, but never clobber data
-                table = table.append_column(key, pa.array([value] * table.num_rows, pa.string()))
-        tables.append(table)
-    if not tables:
+    fragments = _fragments(fs, table_root, sweep)
+    if not fragments:
         return None
-    # "permissive" merges files written with different schemas (an added column, an all-null fid).
-    merged = pa.concat_tables(tables, promote_options="permissive")
-    return merged.to_pandas()
+    schema = _schema(fragments, table_root)
+    # A file's `sweep` column, where it has one, gives way to its folder's (as pandas reads it).
+    dataset = ds.FileSystemDataset(fragments, schema, _PARQUET_FORMAT, fs)
+    try:
+        table = dataset.to_table()
+    except (pa.ArrowException, OSError) as exc:
+        raise RlvError(_unreadable(fragments, schema, table_root, exc)) from None
+    return table.to_pandas()
+
+
+def _unreadable(fragments: list[ds.Fragment], schema: pa.Schema, table_root: str,
+                exc: BaseException) -> str:
+    """The message for a scan that failed past the footers (a torn data page): the file, found
+    by reading them one by one, else the table."""
+    for fragment in fragments:
+        try:
+            fragment.to_table(schema=schema)
+        except (pa.ArrowException, OSError) as one:
+            return f"corrupt parquet file {fragment.path}: {first_line(one)}"
+    return f"cannot read {table_root}: {first_line(exc)}"
 
 
 def _ordered_levels(values: pd.Series, factor: str) -> list[str]:
     """The levels present, in the thesis's order; unknown levels last, alphabetically."""
-    present = set(values.dropna().astype(str))
+    present = set(values.dropna().astype(str).unique())  # not set(series): row by row
     known = [lvl for lvl in col.LEVEL_ORDER.get(factor, ()) if lvl in present]
     return known + sorted(present - set(known))
 
@@ -211,8 +251,9 @@ def _attach_factors(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     return epochs.merge(trials[keys + missing], on=keys, how="left")
 
 
-def load_store(store: str | os.PathLike[str], sweep: str | None = None) -> Results:
-    """Load the trials and epochs tables of a store, all sweeps or one.
+def load_store(store: str | os.PathLike[str] | Store, sweep: str | None = None) -> Results:
+    """Load the trials and epochs tables of a store (a folder, a URI or an opened Store), all
+    sweeps or one.
 
     Factor columns come back as ordered Categoricals (thesis order, only the levels present),
     `sweep` as str, and the overfitting gaps derived from the train and test columns
@@ -220,38 +261,39 @@ def load_store(store: str | os.PathLike[str], sweep: str | None = None) -> Resul
     Raises RlvError for a missing store, a store without trials, an unknown
     sweep (naming those that exist) or a corrupt Parquet file (naming it).
     """
-    fs, root = open_store(store)
-    if fs.get_file_info(root).type == pafs.FileType.NotFound:
-        raise RlvError(f"store not found: {os.fspath(store)}")
-    trials_root = f"{root}/{col.TRIALS_TABLE}"
+    opened, shown = _opened(store), _shown(store)
+    fs = opened.fs
+    if not opened.exists():
+        raise RlvError(f"store not found: {shown}")
+    trials_root = opened.path(col.TRIALS_TABLE)
     if fs.get_file_info(trials_root).type != pafs.FileType.Directory:
         raise RlvError(
-            f"no trials table in store {os.fspath(store)}: "
-            f"expected {trials_root}/sweep=NAME/*.parquet"
+            f"no trials table in store {shown}: expected {trials_root}/sweep=NAME/*.parquet"
         )
     known = _list_sweeps(fs, trials_root)
     if sweep is not None and sweep not in known:
         raise RlvError(
-            f"unknown sweep {sweep!r} in store {os.fspath(store)}: "
+            f"unknown sweep {sweep!r} in store {shown}: "
             f"sweeps are {', '.join(known) if known else '(none)'}"
         )
     trials = _read_table(fs, trials_root, sweep)
     if trials is None or trials.empty:
         where = f"sweep {sweep!r} of store" if sweep else "store"
-        raise RlvError(f"no finished trials in {where} {os.fspath(store)}")
+        raise RlvError(f"no finished trials in {where} {shown}")
     trials = _dedupe(with_gaps(categorize(_fill_setting_levels(trials))), [col.SWEEP, col.TRIAL_ID],
                      "trials")
 
-    epochs = _read_table(fs, f"{root}/{col.EPOCHS_TABLE}", sweep)
+    epochs = _read_table(fs, opened.path(col.EPOCHS_TABLE), sweep)
     if epochs is None:
-        logger.info("store %s has no epochs rows; learning curves will be empty", root)
+        logger.info("store %s has no epochs rows; learning curves will be empty", opened.root)
         epochs = pd.DataFrame(columns=[col.SWEEP, col.TRIAL_ID, col.EPOCH, *col.EPOCH_METRICS])
     else:
         epochs = _attach_factors(categorize(epochs), trials)
         epochs = _dedupe(epochs, [col.SWEEP, col.TRIAL_ID, col.EPOCH], "epochs")
         epochs = epochs.sort_values([col.SWEEP, col.TRIAL_ID, col.EPOCH], ignore_index=True)
-    logger.info("loaded %d trials and %d epoch rows from %s", len(trials), len(epochs), root)
-    return Results(store=os.fspath(store), trials=trials, epochs=epochs, _location=(fs, root))
+    logger.info("loaded %d trials and %d epoch rows from %s", len(trials), len(epochs),
+                opened.root)
+    return Results(store=shown, trials=trials, epochs=epochs, opened=opened)
 
 
 def require_one_sweep_per_dataset(results: Results) -> None:
@@ -271,15 +313,15 @@ def require_one_sweep_per_dataset(results: Results) -> None:
             )
 
 
-def read_image(store: str | os.PathLike[str], relpath: str) -> bytes:
+def read_image(store: str | os.PathLike[str] | Store, relpath: str) -> bytes:
     """The bytes of a file named relative to the store root (image columns hold such paths)."""
-    return _read_file(*open_store(store), relpath)
+    return _read_file(_opened(store), relpath)
 
 
-def _read_file(fs: pafs.FileSystem, root: str, relpath: str) -> bytes:
-    path = f"{root}/{relpath.lstrip('/')}"
+def _read_file(store: Store, relpath: str) -> bytes:
+    path = store.path(relpath.lstrip("/"))
     try:
-        with fs.open_input_stream(path) as stream:
+        with store.fs.open_input_stream(path) as stream:
             return bytes(stream.read())
     except (FileNotFoundError, OSError, pa.ArrowException) as exc:
         raise RlvError(f"cannot read image {path}: {exc}") from exc

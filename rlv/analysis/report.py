@@ -52,7 +52,7 @@ from rlv.analysis.robust import robust_table
 from rlv.analysis.tables import available_metrics, cell_tables, select_dataset
 from rlv.analysis.thesis import compare_orderings, thesis_comparison
 from rlv.errors import RlvError
-from rlv.store.files import open_store
+from rlv.store.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -330,9 +330,9 @@ def _check_out(store: str | os.PathLike[str], out: Path) -> None:
     for path in (out, *out.parents):
         if path.exists() and not path.is_dir():
             raise RlvError(f"--out {out}: {path} is a file, not a folder; name a folder")
-    fs, root = open_store(store)
-    if isinstance(fs, pafs.LocalFileSystem):
-        root_path, target = Path(root).resolve(), out.resolve()
+    opened = Store.open(store)
+    if isinstance(opened.fs, pafs.LocalFileSystem):
+        root_path, target = Path(opened.root).resolve(), out.resolve()
         if target == root_path or root_path in target.parents:
             raise RlvError(
                 f"--out {out} is inside the store {os.fspath(store)}: "
@@ -375,7 +375,7 @@ def write_report(
     csvs = _statistics(results, out_dir, blocks, resampling or Resampling())
     from rlv.analysis.rounds import rounds_blocks  # the rounds of sweeps with until:
 
-    blocks += rounds_blocks(store, results.sweeps)
+    blocks += rounds_blocks(results.opened or Store.open(store), results.sweeps)
     logger.info("report: plots")
     plots = _plots(results, out_dir, blocks)
     logger.info("report: images")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 
 import pandas as pd
@@ -11,14 +10,15 @@ import pandas as pd
 from rlv import columns as col
 from rlv.analysis.render import Block, Heading, Para, Table
 from rlv.store.rounds import read_rounds
+from rlv.store.store import Store
 
 
-def rounds_blocks(store: str | os.PathLike[str], sweeps: Iterable[str]) -> list[Block]:
+def rounds_blocks(store: Store, sweeps: Iterable[str]) -> list[Block]:
     """Per sweep with rounds: the question, why only sigma was re-estimated, and each round
     (seeds per cell, trials, sigma, the plan's seeds, the power, the decision). None without."""
     blocks: list[Block] = []
     for sweep in sweeps:
-        rounds = read_rounds(os.fspath(store), sweep)
+        rounds = read_rounds(store, sweep)
         if not rounds:
             continue
         until = json.loads(rounds[-1].until) if rounds[-1].until else {}

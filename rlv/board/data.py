@@ -1,7 +1,7 @@
 """What the page asks for: one JSON document per poll, from a snapshot and the picked metric.
 
     {"version", "sweep", "store", "refresh_s", "links": {"dashboard", "tensorboard"},
-     "progress": {"done", "running", "failed", "pending", "total", "remaining", "driver",
+     "progress": {"done", "running", "failed", "pending", "total", "text", "remaining", "driver",
                   "complete"},
      "grid": {"seeds": [...], "cells": [{"name", "levels", "trials": [{"id", "seed", "state",
               "epoch", "reason"}, ...]}, ...]},
@@ -39,6 +39,8 @@ from rlv.board.stats import (
     curves,
     require_metric,
 )
+from rlv.store.status import progress_counts
+from rlv.store.store import Store
 
 CACHED = 8  # documents kept: one per metric a page might flip between, at the same version
 CURVES_DIR = "tensorboard"  # STORE/tensorboard/SWEEP, where the driver writes the curves
@@ -63,8 +65,10 @@ def _progress(snap: Snapshot) -> dict[str, Any]:
                   f"{'running' if status.driver_alive else 'gone (rlv launch resumes the sweep)'}")
     else:
         driver = "no driver has written this sweep's status yet"
-    return {**counts, "total": len(snap.squares), "remaining": snap.remaining, "driver": driver,
-            "complete": snap.complete}
+    text = progress_counts(counts[DONE], counts[RUNNING], counts[FAILED], counts[PENDING],
+                           len(snap.squares))
+    return {**counts, "total": len(snap.squares), "text": text, "remaining": snap.remaining,
+            "driver": driver, "complete": snap.complete}
 
 
 def _grid(snap: Snapshot) -> dict[str, Any]:
@@ -103,7 +107,7 @@ class BoardData:
 
     def __init__(self, config: BoardConfig) -> None:
         self.config = config
-        self.watcher = SweepWatcher(config.store, config.sweep)
+        self.watcher = SweepWatcher(Store.open(config.store), config.sweep)
         self._documents: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._anovas: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._fitting: dict[str, threading.Lock] = {}  # one fit per key, however many ask

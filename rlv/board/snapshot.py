@@ -25,11 +25,12 @@ from rlv.board.tables import PartitionReader, listing, signature
 from rlv.config import level_label, setting_column
 from rlv.errors import RlvError
 from rlv.store.estimate import remaining_time
-from rlv.store.files import STATUS_DIR, first_line, open_store, partition
+from rlv.store.files import STATUS_DIR, first_line
 from rlv.store.identity import trial_key
 from rlv.store.manifest import SWEEPS_DIR, manifest_path, stored_sweeps
 from rlv.store.plan import SweepPlan, plan_sweep
 from rlv.store.status import SweepStatus, spec_from_store, status_of
+from rlv.store.store import Store
 
 DONE, RUNNING, FAILED, PENDING = "done", "running", "failed", "pending"
 STORE_MARKS = (SWEEPS_DIR, col.TRIALS_TABLE, col.EPOCHS_TABLE, STATUS_DIR)  # what a store holds
@@ -72,9 +73,10 @@ class Snapshot:
         return len(self.status.finished) == self.status.total and self.status.total > 0
 
 
-def require_board_store(store: str) -> tuple[pafs.FileSystem, str]:
-    """The opened store; RlvError in one line where it does not exist or is not an rlv store."""
-    fs, root = open_store(store)
+def require_board_store(store: Store) -> tuple[pafs.FileSystem, str]:
+    """The store's filesystem and root; RlvError in one line where it does not exist or is not
+    an rlv store."""
+    fs, root = store.fs, store.root
     try:
         info = fs.get_file_info(root)
         marks = fs.get_file_info([f"{root}/{name}" for name in STORE_MARKS])
@@ -90,7 +92,7 @@ def require_board_store(store: str) -> tuple[pafs.FileSystem, str]:
     return fs, root
 
 
-def choose_sweep(store: str, sweep: str | None) -> str:
+def choose_sweep(store: Store, sweep: str | None) -> str:
     """`sweep`, or the store's only sweep; RlvError naming the sweeps where that is ambiguous."""
     held = stored_sweeps(store)
     if sweep is not None:
@@ -157,13 +159,13 @@ def _digest(value: Any) -> str:
 class SweepWatcher:
     """Polls one sweep of a store; `snapshot()` is cheap while nothing moved. Thread-safe."""
 
-    def __init__(self, store: str, sweep: str | None) -> None:
+    def __init__(self, store: Store, sweep: str | None) -> None:
         self.store = store
         self.fs, self.root = require_board_store(store)
         self.sweep = choose_sweep(store, sweep)
         spec_from_store(store, self.sweep)  # one line where the store has no such sweep
-        self._trials = PartitionReader(self.fs, partition(self.root, col.TRIALS_TABLE, self.sweep))
-        self._epochs = PartitionReader(self.fs, partition(self.root, col.EPOCHS_TABLE, self.sweep))
+        self._trials = PartitionReader(self.fs, store.partition(col.TRIALS_TABLE, self.sweep))
+        self._epochs = PartitionReader(self.fs, store.partition(col.EPOCHS_TABLE, self.sweep))
         self._lock = threading.Lock()
         self._moved: tuple[Any, ...] | None = None
         self._base: dict[str, Any] = {}
@@ -194,7 +196,7 @@ class SweepWatcher:
         shown = [moved, [(s.state, s.epoch, s.reason) for s in squares], status.driver_alive,
                  status.ended]
         version = _digest(shown)
-        return Snapshot(store=self.store, sweep=self.sweep, factors=base["factors"],
+        return Snapshot(store=self.store.location, sweep=self.sweep, factors=base["factors"],
                         cells=base["cells"], cell_names=base["cell_names"],
                         seeds=plan.spec.seeds, squares=tuple(squares), trials=base["trials"],
                         epochs=base["epochs"], cell_of=cell_of, status=status,
@@ -205,7 +207,7 @@ class SweepWatcher:
                  epoch_files: tuple[pafs.FileInfo, ...]) -> None:
         spec = spec_from_store(self.store, self.sweep)  # the spec as last launched
         plan = plan_sweep(spec, self.store)
-        _, cell_of = _squares(plan, SweepStatus(spec.name, self.store, plan.total))
+        _, cell_of = _squares(plan, SweepStatus(spec.name, self.store.location, plan.total))
         trials = _grid_rows(self._trials.read(trial_files), cell_of, [col.TRIAL_ID])
         epochs = _grid_rows(self._epochs.read(epoch_files), cell_of, [col.TRIAL_ID, col.EPOCH])
         if not trials.empty:

@@ -1,6 +1,6 @@
 """`rlv launch` of a sweep with `until:`: rounds of the ordinary launch, growing the seeds.
 
-Each round launches the grid at the current seeds per cell (rlv/service/launch.py run_grid: the
+Each round launches the grid at the current seeds per cell (rlv/service/launch/run.py run_grid: the
 store's finished trials are not run again, unfinished ones resume from their checkpoints), then,
 once every trial of the grid is in the store, fits the metric's model to them and decides
 (rlv/analysis/adaptive.py): stop, or grow by `step` seeds. The round goes to the store
@@ -17,14 +17,18 @@ from collections.abc import Callable
 
 from rlv import columns as col
 from rlv.errors import RlvError
-from rlv.service.launch import LaunchOptions, SweepOutcome, absolute_paths, run_grid
+from rlv.service.launch.plan import Launch
+from rlv.service.launch.ray_session import LaunchOptions
+from rlv.service.launch.report import SweepOutcome
+from rlv.service.launch.run import run_grid
 from rlv.store.plan import plan_sweep
 from rlv.store.rounds import Round, current_seeds, read_rounds, write_round
+from rlv.store.store import Store
 from rlv.sweep.spec import SweepSpec
 from rlv.sweep.until import grow_seeds
 
 
-def _decide(spec: SweepSpec, store: str, number: int) -> Round:
+def _decide(spec: SweepSpec, store: Store, number: int) -> Round:
     """The round of `spec`'s grid, every trial of which is in the store."""
     from rlv.analysis.adaptive import decide  # pandas and statsmodels, once trials are done
     from rlv.analysis.load import load_store
@@ -39,21 +43,12 @@ def _decide(spec: SweepSpec, store: str, number: int) -> Round:
     return decide(trials, spec.until, len(spec.seeds), number)
 
 
-def _add(total: SweepOutcome, part: SweepOutcome) -> None:
-    total.finished += part.finished
-    total.failed.update(part.failed)
-    total.wall_s += part.wall_s
-    total.trial_s += part.trial_s
-    total.slots = max(total.slots, part.slots)
-
-
-def run_until(spec: SweepSpec, options: LaunchOptions,
+def run_until(launch: Launch, options: LaunchOptions,
               echo: Callable[[str], None]) -> SweepOutcome:
     """Run the sweep's rounds from where the store says it stands until its question is
     answered or max_seeds is reached; returns the trials all rounds of this launch ran."""
+    spec, store = launch.spec, launch.store
     assert spec.until is not None, "run_until runs a sweep with until:"
-    spec = absolute_paths(spec)
-    store = spec.store_location(options.store)
     rounds = read_rounds(store, spec.name)
     total: SweepOutcome | None = None
     while True:
@@ -66,11 +61,11 @@ def run_until(spec: SweepSpec, options: LaunchOptions,
         else:
             echo(f"sweep {spec.name}: round {len(rounds) + 1}, {seeds} seeds per cell "
                  f"({grid.size():,} trials)")
-        outcome = run_grid(grid, options, echo)
+        outcome = run_grid(dataclasses.replace(launch, spec=grid), options, echo)
         if total is None:
             total = outcome
         else:
-            _add(total, outcome)
+            total.add(outcome)
         if not outcome.ok:
             return total
         decided = _decide(grid, store, len(rounds) + 1)

@@ -2,9 +2,9 @@
 
     STORE/tensorboard/SWEEP/TRIAL_ID/events.out.tfevents.*      tensorboard --logdir STORE/tensorboard/SWEEP
 
-Why a driver-side callback with tensorboardX's SummaryWriter, and not Tune's TBXLoggerCallback
-nor torch's SummaryWriter in the trial:
-- trials never write the store (ARCHITECTURE.md); the epoch metrics reach the driver anyway;
+Why a sink of the driver's recorder (recorder.py) with tensorboardX's SummaryWriter, and not
+Tune's TBXLoggerCallback nor torch's SummaryWriter in the trial:
+- trials write only their own checkpoints in the store; the epoch metrics reach the driver anyway;
 - Tune's logger writes into Tune's per-experiment trial folders, which change when a sweep is
   launched again (each launch may be a new experiment), and names every tag after Tune's result
   keys; here a trial's run is STORE/tensorboard/SWEEP/TRIAL_ID whatever launch ran it, and the
@@ -12,7 +12,8 @@ nor torch's SummaryWriter in the trial:
 - tensorboardX is already installed with ray[tune] and needs neither TensorBoard nor torch to
   write (torch.utils.tensorboard imports TensorBoard itself); TensorBoard is only the viewer.
 A trial that is retried or resumed from a checkpoint at epoch k opens its writer again with
-`purge_step=k`: TensorBoard then hides the points of the epochs that were run again.
+`purge_step=k`: TensorBoard then hides the points of the epochs that were run again. A remote
+store gets what the event files gained on the driver's heartbeat and when a trial ends.
 """
 
 from __future__ import annotations
@@ -22,16 +23,13 @@ import tempfile
 import time
 from typing import Any
 
-from ray.tune import Callback
-from ray.tune.experiment import Trial
 from tensorboardX import SummaryWriter
 
 from rlv import columns as col
-from rlv.service.trainable import EPOCH_KEY, ROW_KEY
-from rlv.store.files import open_store, write_bytes
+from rlv.service.recorder import END, FAIL, HEARTBEAT, RESULT, RETRY, Event, SweepView
+from rlv.store.store import Store
 
 CURVES_DIR = "tensorboard"  # STORE/tensorboard/SWEEP/TRIAL_ID
-SYNC_S = 30.0  # a remote store gets the event files this often (and when a trial ends)
 
 # tag -> column: per epoch (step = epoch) and once at the end (step = the last epoch)
 EPOCH_TAGS = {
@@ -75,19 +73,17 @@ def _number(value: Any) -> float | None:
     return None if col.is_nan(value) else value  # NaN (FID skipped): no point
 
 
-class CurvesCallback(Callback):
+class CurvesSink:
     """Writes each trial's epoch metrics, and its test metrics and FID at the end."""
 
-    def __init__(self, store: str, sweep: str) -> None:
+    def __init__(self, store: Store, sweep: str) -> None:
         self.store = store
         self.sweep = sweep
         self._writers: dict[str, SummaryWriter] = {}
-        fs, root = open_store(store)
-        self._remote = None if "://" not in store else (fs, f"{root}/{CURVES_DIR}/{sweep}")
-        # a remote store's event files are written here first, then copied whole
-        self._local = (f"{root}/{CURVES_DIR}/{sweep}" if self._remote is None
-                       else tempfile.mkdtemp(prefix=f"rlv-curves-{sweep}-"))
-        self._synced = 0.0
+        target = store.path(CURVES_DIR, sweep)
+        self._remote = target if store.remote else None
+        # a remote store's event files are written here first, then sent in parts
+        self._local = tempfile.mkdtemp(prefix=f"rlv-curves-{sweep}-") if store.remote else target
         # a remote store's copy of each local event file is a series of parts, NAME.000000,
         # NAME.000001, ...: each sync sends the bytes written since the last one as a new part
         # (object stores cannot append), so nothing already sent is sent again. TensorBoard
@@ -98,17 +94,11 @@ class CurvesCallback(Callback):
         # only those, so its cost follows the running trials, not the size of the sweep
         self._dirty: set[str] = set()
 
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
-        return {"store": self.store, "sweep": self.sweep}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["store"], state["sweep"])  # type: ignore[misc]
-
     def _writer(self, trial_id: str, epoch: int) -> SummaryWriter:
         writer = self._writers.get(trial_id)
         if writer is None:
-            # first result since this trial (re)started at `epoch`: hide later points of earlier runs
-            # a file of its own per attempt, in creation order even within one second:
+            # first result since this trial (re)started at `epoch`: hide later points of earlier
+            # runs; a file of its own per attempt, in creation order even within one second:
             # TensorBoard reads a run's files in name order, and tensorboardX names them by second
             writer = SummaryWriter(os.path.join(self._local, trial_id), purge_step=epoch,
                                    flush_secs=10, filename_suffix=f".{time.time_ns()}")
@@ -121,55 +111,48 @@ class CurvesCallback(Callback):
         if writer is not None:
             writer.close()  # writes what was still queued: the run changed since the last copy
             self._dirty.add(trial_id)
-            self._sync(force=True)
+            self.sync()
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
-                        result: dict[str, Any], **info: Any) -> None:
-        row = result.get(EPOCH_KEY)
+    def handle(self, event: Event, view: SweepView) -> None:
+        if event.kind == RESULT:
+            self._result(event)
+        elif event.kind in (RETRY, FAIL):
+            # the retry resumes from a checkpoint: its first result reopens the run with purge_step
+            self._close(event.trial)
+        elif event.kind == HEARTBEAT:
+            self.sync()
+        elif event.kind == END:
+            for trial_id in list(self._writers):
+                self._close(trial_id)
+            self.sync()
+
+    def _result(self, event: Event) -> None:
+        row = event.epoch_row
         if row:
             step = int(row[col.EPOCH])
-            writer = self._writer(str(row[col.TRIAL_ID]), step)
+            writer = self._writer(event.trial, step)
             for tag, column in EPOCH_TAGS.items():
                 value = _number(row.get(column))
                 if value is not None:
                     writer.add_scalar(tag, value, step)
             writer.flush()  # an epoch takes seconds or more: show it now
-            self._sync()
-        final = result.get(ROW_KEY)
+        final = event.row
         if final:
-            trial_id, step = str(final[col.TRIAL_ID]), int(final[col.EPOCHS])
-            writer = self._writer(trial_id, step)
+            step = int(final[col.EPOCHS])
+            writer = self._writer(event.trial, step)
             for tag, column in FINAL_TAGS.items():
                 value = _number(final.get(column))
                 if value is not None:
                     writer.add_scalar(tag, value, step)
-            self._close(trial_id)
+            self._close(event.trial)
 
-    def _trial_failed(self, trial: Trial) -> None:
-        # the retry resumes from a checkpoint: its first result reopens the run with purge_step
-        self._close(str(trial))
-
-    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
-                         **info: Any) -> None:
-        self._trial_failed(trial)
-
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
-                       **info: Any) -> None:
-        self._trial_failed(trial)
-
-    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        for trial_id in list(self._writers):
-            self._close(trial_id)
-        self._sync(force=True)
-
-    def _sync(self, force: bool = False) -> None:
+    def sync(self) -> None:
         """Send what the local event files gained since the last sync to a remote store, each
         file's new bytes as its next part (flushed first, so every part ends on a record)."""
-        if self._remote is None or (not force and time.monotonic() - self._synced < SYNC_S):
+        if self._remote is None or not self._dirty:
             return
         for writer in self._writers.values():
             writer.flush()
-        fs, target = self._remote
         for trial_id in sorted(self._dirty):
             folder = os.path.join(self._local, trial_id)
             for name in sorted(os.listdir(folder)):
@@ -179,7 +162,6 @@ class CurvesCallback(Callback):
                     f.seek(sent)
                     new = f.read()
                 if new:
-                    write_bytes(fs, f"{target}/{trial_id}/{name}.{parts:06d}", new)
+                    self.store.write_bytes(f"{self._remote}/{trial_id}/{name}.{parts:06d}", new)
                     self._sent[path] = (sent + len(new), parts + 1)
         self._dirty.clear()
-        self._synced = time.monotonic()

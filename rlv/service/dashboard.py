@@ -22,19 +22,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
-import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from ray.tune import Callback
-
-from rlv import columns as col
-from rlv.store.status import SweepStatus
-
-BOARD_EVERY_S = 5.0  # the progress actor gets the sweep's state at most this often (and on events)
 
 
 def job_name(sweep: str) -> str:
@@ -121,103 +112,8 @@ class SweepBoard:
         print("\n".join(lines), flush=True)
 
 
-def _board_class() -> Any:
+def board_class() -> Any:
     import ray
 
     # no CPU: it must never take a trial's slot; it lives as long as the driver's handle
     return ray.remote(num_cpus=0, max_restarts=0)(SweepBoard)
-
-
-def trial_node(result: dict[str, Any]) -> str:
-    """Where a trial runs, from what Tune adds to every result: "IP pid N" (the pid is the one
-    the Actors table lists for the trial's ImplicitFunc actor)."""
-    return f"{result['node_ip']} pid {result.get('pid', '?')}" if result.get("node_ip") else ""
-
-
-def sweep_state(sweep: str, store: str, trials: list[Any], ended: bool = False,
-                stored: tuple[str, ...] = ()) -> SweepStatus:
-    """The sweep as Tune sees it now, in the shape `rlv status` prints; `stored` are the trials
-    that were in the store before this launch (Tune runs only the others)."""
-    from ray.tune.experiment import Trial
-
-    from rlv.service.callbacks import error_line
-
-    state = SweepStatus(sweep, store, total=len(trials) + len(stored), finished=list(stored),
-                        driver=f"{socket.gethostname()}:"
-                        f"{os.getpid()}", updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                        driver_alive=not ended, ended=ended)
-    for t in trials:
-        name, last = str(t), t.last_result or {}
-        if t.status == Trial.TERMINATED:
-            state.finished.append(name)
-        elif t.status == Trial.ERROR:
-            state.failed[name] = error_line(t)
-        elif t.status == Trial.RUNNING:
-            state.running[name] = int(last.get(col.EPOCH, 0) or 0)
-            state.nodes[name] = trial_node(last)
-        else:
-            state.pending += 1
-    return state
-
-
-class DashboardCallback(Callback):
-    """Keeps the sweep's progress actor up to date: on every trial event, and every
-    BOARD_EVERY_S while trials run. Sending never blocks the driver; the store stays the record."""
-
-    def __init__(self, store: str, sweep: str, stored: tuple[str, ...] = ()) -> None:
-        self.store = store
-        self.sweep = sweep
-        self.stored = stored  # finished before this launch
-        self._actor: Any = None
-        self._last = 0.0
-        self._placed: set[str] = set()  # trials whose node the board has shown
-        self._shown: list[str] = []
-
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment
-        return {"store": self.store, "sweep": self.sweep, "stored": self.stored}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["store"], state["sweep"], state["stored"])  # type: ignore[misc]
-
-    def _show(self, trials: list[Any], force: bool = False, ended: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < BOARD_EVERY_S:
-            return
-        self._last = now
-        if self._actor is None:
-            self._actor = _board_class().options(name=board_name(self.sweep),
-                                                 get_if_exists=True).remote(self.sweep)
-        lines = sweep_state(self.sweep, self.store, trials, ended, self.stored).lines()
-        news = [line for line in lines if not line.startswith("driver ")]  # not its timestamp
-        if news == self._shown:
-            return  # the log gets a block only when the sweep moved
-        self._shown = news
-        self._actor.show.remote(lines)  # fire and forget
-
-    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        self._show(trials)
-
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._show(trials, force=True)
-
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
-                        result: dict[str, Any], **info: Any) -> None:
-        # a trial's first result says where it runs: show that at once
-        if str(trial) not in self._placed and result.get("node_ip"):
-            self._placed.add(str(trial))
-            self._show(trials, force=True)
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
-                          **info: Any) -> None:
-        self._show(trials, force=True)
-
-    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any,
-                         **info: Any) -> None:
-        self._placed.discard(str(trial))  # the retry may run elsewhere
-        self._show(trials, force=True)
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._show(trials, force=True)
-
-    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self._show(trials, force=True, ended=True)

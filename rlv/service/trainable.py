@@ -38,7 +38,7 @@ from rlv.store.checkpoints import (
     state_name,
     trial_dir,
 )
-from rlv.store.files import open_store, read_optional, write_bytes
+from rlv.store.store import Store
 from rlv.sweep.spec import TRIAL_KEY
 from rlv.trial.loop import EpochMetrics, Trainer, read_state
 from rlv.trial.run import epoch_row, run_trial
@@ -72,19 +72,20 @@ def _torch_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def run_sweep_trial(config: dict[str, Any], store: str = "", keep_model: bool = True) -> None:
+def run_sweep_trial(config: dict[str, Any], store: Store, keep_model: bool = True) -> None:
     """Tune calls this with the trial's resolved config (one plain dict, built by the driver);
-    `store` and `keep_model` come with the run (tune.with_parameters), not in the config."""
+    `store` and `keep_model` come with the run (tune.with_parameters), not in the config: the
+    store arrives as its location and is opened once in this process (Store.__reduce__)."""
     _threads()
     cfg = trial_config(config)
-    fs, root = open_store(store)
-    folder = trial_dir(root, cfg.sweep, cfg.name)
+    fs = store.fs
+    folder = trial_dir(store.root, cfg.sweep, cfg.name)
     token = uuid.uuid4().hex[:16]  # this attempt's: it writes under attempt_dir(folder, token)
     mine = attempt_dir(folder, token)
 
     resume = None
     saved_path = resume_path(fs, folder)
-    saved = read_optional(fs, saved_path) if saved_path else None
+    saved = store.read_optional(saved_path) if saved_path else None
     if saved is not None and saved_path is not None:
         try:
             resume = read_state(saved, saved_path)
@@ -105,13 +106,13 @@ def run_sweep_trial(config: dict[str, Any], store: str = "", keep_model: bool = 
                    ATTEMPT_KEY: token, col.EPOCH: m.epoch, col.TRAIN_NEG_ELBO: m.train_neg_elbo}
         if cfg.train.checkpoint_due(m.epoch):
             name = state_name(m.epoch)
-            write_bytes(fs, f"{mine}/{name}", _torch_bytes(trainer.state_dict()))
+            store.write_bytes(f"{mine}/{name}", _torch_bytes(trainer.state_dict()))
             metrics[COMMITTED_KEY] = True
             metrics[CHECKPOINT_KEY] = asdict(Committed(token, name, m.epoch))
         if m.epoch == cfg.train.epochs and keep_model:
             # the trained model alone: what a notebook loads (rlv/trial/saved.py), once the
             # driver has made it the trial's
-            write_bytes(fs, f"{mine}/{MODEL_FILE}", _torch_bytes(trainer.model.state_dict()))
+            store.write_bytes(f"{mine}/{MODEL_FILE}", _torch_bytes(trainer.model.state_dict()))
         tune.report(metrics)
         hold.hold_after(cfg.name, m.epoch)
 

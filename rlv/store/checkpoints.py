@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 import pyarrow.fs as pafs
 
 from rlv.errors import RlvError
-from rlv.store.files import first_line, open_store, read_optional, write_bytes
+from rlv.store.files import first_line, read_optional, write_bytes
+from rlv.store.store import Store
 
 CHECKPOINTS_DIR = "_checkpoints"
 STATE_FILE = "state.pt"  # the checkpoint of stores written before attempts
@@ -110,11 +111,10 @@ def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
         pass
 
 
-def checkpoint_files(store: str, sweep: str) -> dict[str, set[str]]:
+def checkpoint_files(store: Store, sweep: str) -> dict[str, set[str]]:
     """trial id -> names of the files in its folder (an attempt's as `attempt-TOKEN/NAME`), from
     one recursive listing."""
-    fs, root = open_store(store)
-    base = f"{root}/{CHECKPOINTS_DIR}/{sweep}"
+    fs, base = store.fs, store.path(CHECKPOINTS_DIR, sweep)
     try:
         infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True))
     except OSError as exc:
@@ -139,10 +139,10 @@ def unfinished(files: set[str]) -> bool:
     return bool(files - {MODEL_FILE})
 
 
-def finish(fs: pafs.FileSystem, root: str, sweep: str, trial_id: str, keep_model: bool) -> None:
+def finish(store: Store, sweep: str, trial_id: str, keep_model: bool) -> None:
     """A finished trial (its row is in the store) keeps its model weights only, or nothing:
     its checkpoints, the pointer and every attempt's folder go (a stale attempt's too)."""
-    folder = trial_dir(root, sweep, trial_id)
+    fs, folder = store.fs, trial_dir(store.root, sweep, trial_id)
     try:
         if not keep_model:
             if fs.get_file_info(folder).type != pafs.FileType.NotFound:

@@ -36,7 +36,8 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow.fs as pafs
 
 from rlv.errors import RlvError, SweepBusy
-from rlv.store.files import HEARTBEAT_S, STALE_S, first_line, open_store, read_optional, write_bytes
+from rlv.store.files import HEARTBEAT_S, STALE_S, first_line, read_optional, write_bytes
+from rlv.store.store import Store
 
 CLAIMS_DIR = "_claims"
 _PREFIX, _SUFFIX = "claim-", ".json"
@@ -89,11 +90,12 @@ def why_free(claim: Claim, stale_s: float, now: datetime | None = None) -> str:
 class ClaimStore:
     """The claim files of one sweep, and the one atomic operation each filesystem offers."""
 
-    def __init__(self, store: str, sweep: str) -> None:
+    def __init__(self, store: Store, sweep: str) -> None:
         self.store, self.sweep = store, sweep
-        self.fs, root = open_store(store)
-        self.folder = f"{root}/{CLAIMS_DIR}/{sweep}"
-        self._s3 = _s3_target(store, self.folder) if store.startswith("s3://") else None
+        self.fs = store.fs
+        self.folder = store.path(CLAIMS_DIR, sweep)
+        s3 = store.location.startswith("s3://")
+        self._s3 = _s3_target(store.location, self.folder) if s3 else None
 
     @property
     def atomic(self) -> bool:
@@ -207,10 +209,10 @@ def _s3_target(store: str, folder: str) -> _S3Target:
 _held: dict[tuple[str, str], ClaimHandle] = {}
 
 
-def taken_over(store: str, sweep: str) -> Claim | None:
+def taken_over(store: Store, sweep: str) -> Claim | None:
     """The claim that replaced this process's claim of `sweep` (None while it still holds it, or
     holds none): a driver whose claim was taken over must write nothing more."""
-    handle = _held.get((store, sweep))
+    handle = _held.get((store.location, sweep))
     return handle.lost_to if handle is not None else None
 
 
@@ -257,7 +259,7 @@ class ClaimHandle:
         self.claims.rewrite(self.number, self.claim)
 
     def __enter__(self) -> ClaimHandle:
-        _held[(self.claims.store, self.claims.sweep)] = self
+        _held[(self.claims.store.location, self.claims.sweep)] = self
         self._beat = threading.Thread(target=self._beat_until_stopped, daemon=True,
                                       name=f"rlv-claim-{self.claims.sweep}")
         self._beat.start()
@@ -267,21 +269,21 @@ class ClaimHandle:
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
-        _held.pop((self.claims.store, self.claims.sweep), None)
+        _held.pop((self.claims.store.location, self.claims.sweep), None)
         try:
             self.release()
         except RlvError:
             pass  # the store does not answer: the claim goes stale on its own
 
 
-def held_message(sweep: str, store: str, claim: Claim, stale_s: float) -> str:
+def held_message(sweep: str, store: Store, claim: Claim, stale_s: float) -> str:
     return (f"sweep {sweep!r} is claimed in store {store} by {claim.holder()}, last heartbeat "
             f"{claim.heartbeat_at}; watch it with `rlv status {sweep} --store {store}`. Once that "
             f"driver is gone (stopped, or killed), launch again: its claim is taken over at once "
             f"on its own host, elsewhere after {stale_s:.0f} s without a heartbeat")
 
 
-def acquire(store: str, sweep: str, *, stale_s: float = STALE_S,
+def acquire(store: Store, sweep: str, *, stale_s: float = STALE_S,
             echo: Any = print) -> ClaimHandle:
     """Claim `sweep` in `store` for this process, or raise SweepBusy naming the live holder."""
     claims = ClaimStore(store, sweep)

@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from statistics import fmean
 
-import pyarrow.fs as pafs
-
 from rlv import columns as col
 from rlv.errors import RlvError
-from rlv.store.files import first_line, open_store, partition
+from rlv.store.files import first_line
 from rlv.store.plan import SweepPlan, plan_sweep
 from rlv.store.status import status_of
+from rlv.store.store import Store
 from rlv.sweep.spec import SweepSpec
 
 _MEASURED = [col.TRIAL_ID, col.EPOCHS, col.EPOCH_TIME_S, col.TRIAL_SECONDS, col.FID_SAMPLES]
@@ -30,12 +29,11 @@ def _measured(plan: SweepPlan) -> list[dict[str, float | int | str]]:
     """The timing columns of the sweep's finished trials (one read of those columns)."""
     import pyarrow.dataset as ds
 
-    fs, root = open_store(plan.store)
-    folder = partition(root, col.TRIALS_TABLE, plan.spec.name)
+    folder = plan.store.partition(col.TRIALS_TABLE, plan.spec.name)
     if not plan.done and not plan.outside:
         return []
     try:
-        table = ds.dataset(folder, format="parquet", filesystem=fs).to_table(columns=_MEASURED)
+        table = ds.dataset(folder, format="parquet", filesystem=plan.store.fs).to_table(columns=_MEASURED)
     except (OSError, ValueError, KeyError) as exc:
         raise RlvError(f"cannot read {folder}: {first_line(exc)}") from None
     return table.to_pylist()
@@ -78,14 +76,9 @@ def remaining_time(plan: SweepPlan) -> str:
     return line
 
 
-def check_store(spec: SweepSpec, store: str) -> list[str]:
+def check_store(spec: SweepSpec, store: Store) -> list[str]:
     """What `rlv check` adds about the store: counts and the remaining time."""
-    fs, root = open_store(store)
-    try:
-        exists = fs.get_file_info(root).type != pafs.FileType.NotFound
-    except OSError as exc:
-        raise RlvError(f"cannot open store {store}: {first_line(exc)}") from None
-    if not exists:
+    if not store.exists():
         return [f"store {store}: not created yet; all {spec.size():,} trials to run",
                 "remaining time: no estimate (no measured epoch or FID times yet)"]
     plan = plan_sweep(spec, store)

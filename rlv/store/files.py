@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from rlv import columns as col
 from rlv.errors import RlvError
+
+if TYPE_CHECKING:
+    from rlv.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,39 +48,6 @@ PARQUET = ".parquet"
 _EPOCH_FILE = re.compile(r"^(?P<trial>.+)-e(?P<first>\d{5,})-(?P<last>\d{5,})\.parquet$")
 _BATCH_FILE = re.compile(r"^batch-\d{8}T\d{6}-[0-9a-f]{12}\.parquet$")
 _PARQUET_MIN_BYTES = 12  # "PAR1", the footer length, "PAR1": anything shorter is not Parquet
-
-
-def open_store(store: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, root path) of a local folder (made absolute) or a URI: pyarrow's own schemes
-    (file://, s3://, gs://, hdfs://), else fsspec's (memory://, ...), where fsspec is installed."""
-    text = os.fspath(store)
-    if "://" not in text:
-        root = os.path.abspath(os.path.expanduser(text))
-        if os.path.exists(root) and not os.path.isdir(root):  # reads would see an empty store
-            raise RlvError(f"store {text!r} is a file, not a folder: name a store folder (it may "
-                           "not exist yet) or a URI")
-        return pafs.LocalFileSystem(), root
-    uri = text
-    if uri.startswith("s3://") and "allow_delayed_open" not in uri:
-        # one PUT per small file, not a multipart upload's three requests (S3 bills requests)
-        uri += ("&" if "?" in uri else "?") + "allow_delayed_open=true"
-    try:
-        fs, root = pafs.FileSystem.from_uri(uri)
-        return fs, root.rstrip("/")
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-        pass  # a scheme pyarrow does not know natively
-    except OSError as exc:  # a known scheme that cannot be reached (credentials, region, ...)
-        raise RlvError(f"cannot open store {text!r}: {first_line(exc)}") from None
-    try:
-        import fsspec
-    except ImportError:
-        raise RlvError(f"cannot open store {text!r}: unknown scheme and fsspec is not installed; "
-                       "use a folder, file://, s3://, gs:// or hdfs://") from None
-    try:
-        fs_spec, root = fsspec.core.url_to_fs(text)
-    except (ValueError, ImportError) as exc:
-        raise RlvError(f"cannot open store {text!r}: {first_line(exc)}") from None
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs_spec)), root.rstrip("/")
 
 
 def first_line(exc: BaseException) -> str:
@@ -143,10 +112,9 @@ def partition(root: str, table: str, sweep: str) -> str:
     return f"{root}/{table}/{col.SWEEP}={sweep}"
 
 
-def finished_trials(store: str, sweep: str) -> set[str]:
+def finished_trials(store: Store, sweep: str) -> set[str]:
     """Ids of the trials of `sweep` that have a row in the store (one listing of its partition)."""
-    fs, root = open_store(store)
-    return trial_ids(fs, partition(root, col.TRIALS_TABLE, sweep))
+    return trial_ids(store.fs, store.partition(col.TRIALS_TABLE, sweep))
 
 
 def _data_files(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
@@ -214,11 +182,10 @@ def epoch_keys(fs: pafs.FileSystem, directory: str) -> set[tuple[str, int]]:
     return keys
 
 
-def read_status(store: str, sweep: str) -> dict[str, Any]:
+def read_status(store: Store, sweep: str) -> dict[str, Any]:
     """The status file of `sweep`, or {} when there is none."""
-    fs, root = open_store(store)
-    path = f"{root}/{STATUS_DIR}/{sweep}.json"
-    status = read_json(fs, path)
+    path = store.path(STATUS_DIR, f"{sweep}.json")
+    status = store.read_json(path)
     if status is None:
         return {}
     if not isinstance(status, dict):
@@ -226,14 +193,13 @@ def read_status(store: str, sweep: str) -> dict[str, Any]:
     return status
 
 
-def trial_rows(store: str, sweep: str, ids: set[str], columns: list[str]) -> list[dict[str, Any]]:
+def trial_rows(store: Store, sweep: str, ids: set[str], columns: list[str]) -> list[dict[str, Any]]:
     """Some columns of the rows of trials `ids` of `sweep` (one filtered read of its files)."""
     import pyarrow.dataset as ds
 
-    fs, root = open_store(store)
-    folder = partition(root, col.TRIALS_TABLE, sweep)
+    folder = store.partition(col.TRIALS_TABLE, sweep)
     try:
-        table = ds.dataset(folder, format="parquet", filesystem=fs).to_table(
+        table = ds.dataset(folder, format="parquet", filesystem=store.fs).to_table(
             columns=[col.TRIAL_ID, *columns], filter=ds.field(col.TRIAL_ID).isin(sorted(ids)))
     except (OSError, ValueError, pa.ArrowInvalid) as exc:
         raise RlvError(f"cannot read the trials of {folder}: {first_line(exc)}") from None

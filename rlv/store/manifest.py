@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rlv.errors import RlvError
-from rlv.store.files import open_store, read_json, write_bytes
+from rlv.store.store import Store
 
 SWEEPS_DIR = "_sweeps"
 MANIFEST_FILE = "spec.json"
@@ -43,11 +43,10 @@ def manifest_path(root: str, sweep: str) -> str:
     return f"{root}/{SWEEPS_DIR}/{sweep}/{MANIFEST_FILE}"
 
 
-def read_manifest(store: str, sweep: str) -> Manifest | None:
+def read_manifest(store: Store, sweep: str) -> Manifest | None:
     """The sweep's manifest, or None where the store has none (a new sweep)."""
-    fs, root = open_store(store)
-    path = manifest_path(root, sweep)
-    data = read_json(fs, path)
+    path = manifest_path(store.root, sweep)
+    data = store.read_json(path)
     if data is None:
         return None
     try:
@@ -61,18 +60,16 @@ def read_manifest(store: str, sweep: str) -> Manifest | None:
                        "the sweep into another store") from None
 
 
-def write_manifest(store: str, manifest: Manifest, trials_run: int) -> None:
+def write_manifest(store: Store, manifest: Manifest, trials_run: int) -> None:
     """Record a launch: the manifest is replaced whole (readers see the old one or the new)."""
-    fs, root = open_store(store)
     manifest.launches.append({"at": datetime.now(UTC).isoformat(), "trials_run": trials_run})
-    write_bytes(fs, manifest_path(root, manifest.sweep),
+    store.write_bytes(manifest_path(store.root, manifest.sweep),
                 json.dumps(manifest.to_dict(), separators=(",", ":")).encode())
 
 
-def stored_sweeps(store: str) -> list[str]:
+def stored_sweeps(store: Store) -> list[str]:
     """The names of the sweeps that have a manifest in the store."""
     import pyarrow.fs as pafs
 
-    fs, root = open_store(store)
-    infos = fs.get_file_info(pafs.FileSelector(f"{root}/{SWEEPS_DIR}", allow_not_found=True))
+    infos = store.fs.get_file_info(pafs.FileSelector(store.path(SWEEPS_DIR), allow_not_found=True))
     return sorted(f.base_name for f in infos if f.type == pafs.FileType.Directory)

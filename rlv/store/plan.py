@@ -17,15 +17,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.fs as pafs
-
 from rlv import columns as col
 from rlv.config import TrialConfig
 from rlv.errors import RlvError
 from rlv.store.checkpoints import checkpoint_files, resumable
-from rlv.store.files import finished_trials, first_line, open_store, trial_rows
+from rlv.store.files import finished_trials, trial_rows
 from rlv.store.identity import cell_key, result_settings, stored_config_key, trial_key
 from rlv.store.manifest import Manifest, read_manifest
+from rlv.store.store import Store
 from rlv.sweep import spec as sweep_spec
 from rlv.sweep.spec import SweepSpec
 
@@ -45,7 +44,7 @@ class Planned:
 @dataclass
 class SweepPlan:
     spec: SweepSpec
-    store: str
+    store: Store
     manifest: Manifest  # what the store will say once this plan is launched
     cells: list[dict[str, Any]]
     cell_configs: list[TrialConfig]  # one per cell, with the first seed
@@ -99,7 +98,7 @@ def factor_paths(spec: SweepSpec, settings: list[dict[str, Any]]) -> set[str]:
     return paths
 
 
-def check_compatible(spec: SweepSpec, store: str, manifest: Manifest, common: dict[str, Any],
+def check_compatible(spec: SweepSpec, store: Store, manifest: Manifest, common: dict[str, Any],
                      varying: set[str]) -> None:
     """Refuse a fixed setting that differs from the one the sweep's trials ran with."""
     skip = varying | set(manifest.factor_paths)
@@ -112,7 +111,7 @@ def check_compatible(spec: SweepSpec, store: str, manifest: Manifest, common: di
                            "(another name, or another --store)")
 
 
-def _stored_keys(store: str, sweep: str, ids: set[str]) -> dict[str, str]:
+def _stored_keys(store: Store, sweep: str, ids: set[str]) -> dict[str, str]:
     """Keys of stored trials the manifest does not know (a store written before rlv kept one),
     from the `config` column of their rows."""
     where = f"a row of sweep {sweep!r} in store {store}"
@@ -120,19 +119,14 @@ def _stored_keys(store: str, sweep: str, ids: set[str]) -> dict[str, str]:
             for r in trial_rows(store, sweep, ids, [col.CONFIG])}
 
 
-def require_store(store: str) -> None:
+def require_store(store: Store) -> None:
     """RlvError unless the store exists (a mistyped store is not a sweep with nothing done)."""
-    fs, root = open_store(store)
-    try:
-        missing = fs.get_file_info(root).type == pafs.FileType.NotFound
-    except OSError as exc:
-        raise RlvError(f"cannot open store {store}: {first_line(exc)}") from None
-    if missing:
+    if not store.exists():
         raise RlvError(f"store {store} does not exist (nothing was launched into it); check the "
                        "path, or give the sweep's store with --store")
 
 
-def plan_sweep(spec: SweepSpec, store: str) -> SweepPlan:
+def plan_sweep(spec: SweepSpec, store: Store) -> SweepPlan:
     """Match the grid of `spec` against the store (refusing incompatible settings)."""
     manifest = read_manifest(store, spec.name)
     cells = spec.cells()

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from rlv import columns as col
 from rlv.errors import RlvError
-from rlv.store.files import first_line, open_store, partition, write_bytes
+from rlv.store.files import first_line
+from rlv.store.store import Store
 from rlv.sweep.spec import SweepSpec
 from rlv.sweep.until import grow_seeds
 
@@ -82,10 +83,9 @@ def _file(number: int) -> str:
     return f"round-{number:05d}.parquet"
 
 
-def read_rounds(store: str, sweep: str) -> list[Round]:
+def read_rounds(store: Store, sweep: str) -> list[Round]:
     """The sweep's rounds in order (none where it has none, or the store does not exist)."""
-    fs, root = open_store(store)
-    folder = partition(root, col.ROUNDS_TABLE, sweep)
+    fs, folder = store.fs, store.partition(col.ROUNDS_TABLE, sweep)
     try:
         infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
     except OSError as exc:
@@ -107,17 +107,16 @@ def read_rounds(store: str, sweep: str) -> list[Round]:
     return sorted(rounds, key=lambda r: r.round)
 
 
-def write_round(store: str, sweep: str, decided: Round) -> Round:
+def write_round(store: Store, sweep: str, decided: Round) -> Round:
     """Write round `decided.round` (stamped now) unless its file exists; returns what the store
     holds for it."""
-    fs, root = open_store(store)
-    path = f"{partition(root, col.ROUNDS_TABLE, sweep)}/{_file(decided.round)}"
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+    path = f"{store.partition(col.ROUNDS_TABLE, sweep)}/{_file(decided.round)}"
+    if store.fs.get_file_info(path).type != pafs.FileType.NotFound:
         return next(r for r in read_rounds(store, sweep) if r.round == decided.round)
     stamped = dataclasses.replace(decided, decided_at=datetime.now(UTC))
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist([stamped.row()], schema=ROUND_SCHEMA), buffer)
-    write_bytes(fs, path, buffer.getvalue())
+    store.write_bytes(path, buffer.getvalue())
     return stamped
 
 
@@ -130,7 +129,7 @@ def current_seeds(spec: SweepSpec, rounds: list[Round]) -> int:
     return max(count, min(rounds[-1].next_seeds, spec.until.max_seeds))
 
 
-def spec_at_rounds(spec: SweepSpec, store: str) -> SweepSpec:
+def spec_at_rounds(spec: SweepSpec, store: Store) -> SweepSpec:
     """`spec` with the seeds its rounds have grown it to (itself without `until:` or rounds)."""
     if spec.until is None:
         return spec
@@ -153,7 +152,7 @@ def rounds_lines(spec: SweepSpec, rounds: list[Round]) -> list[str]:
     return lines
 
 
-def until_check(spec: SweepSpec, store: str) -> list[str]:
+def until_check(spec: SweepSpec, store: Store) -> list[str]:
     """What `rlv check` adds for `until:`: the rounds so far, and the worst case (every cell at
     max_seeds): its trials and the time the store's timings predict for them."""
     if spec.until is None:

@@ -16,6 +16,7 @@ from rlv.store.files import STALE_S, read_status
 from rlv.store.manifest import read_manifest, stored_sweeps
 from rlv.store.plan import SweepPlan, plan_sweep, require_store
 from rlv.store.rounds import read_rounds, rounds_lines, spec_at_rounds
+from rlv.store.store import Store
 from rlv.sweep.spec import SweepSpec, parse_sweep
 
 
@@ -35,6 +36,17 @@ def driver_alive(saved: dict[str, Any]) -> bool:
         return True
     age = (datetime.now(UTC) - datetime.fromisoformat(saved["updated_at"])).total_seconds()
     return age < STALE_S
+
+
+# a trial's state in the driver's status file (Tune's own words, as older stores hold them)
+RUNNING, FAILED, FINISHED, PENDING = "RUNNING", "ERROR", "TERMINATED", "PENDING"
+
+
+def progress_counts(finished: int, running: int, failed: int, pending: int, total: int) -> str:
+    """The sweep's progress in words: the one text the terminal, the dashboard's progress actor,
+    `rlv board` and `rlv status` show."""
+    return (f"{finished} finished, {running} running, {failed} failed, {pending} pending "
+            f"(of {total})")
 
 
 @dataclass
@@ -57,8 +69,9 @@ class SweepStatus:
     question_open: bool = False  # a sweep with until: whose rounds have not stopped yet
 
     def lines(self) -> list[str]:
-        out = [f"sweep {self.sweep}: {len(self.finished)} finished, {len(self.running)} running, "
-               f"{len(self.failed)} failed, {self.pending} pending (of {self.total})",
+        counts = progress_counts(len(self.finished), len(self.running), len(self.failed),
+                                 self.pending, self.total)
+        out = [f"sweep {self.sweep}: {counts}",
                f"store: {self.store}"]
         if self.resumable:
             out.append(f"{self.resumable} unfinished trials resume from their checkpoints")
@@ -71,14 +84,18 @@ class SweepStatus:
             state = "running" if self.driver_alive else "gone (rlv launch resumes the sweep)"
             out.append(f"driver {self.driver}: {state}; last update {self.updated_at}")
         for name, epoch in sorted(self.running.items()):
-            where = f", on {self.nodes[name]}" if self.nodes.get(name) else ""
-            out.append(f"  running  {name} (epoch {epoch}{where})")
+            if self.nodes.get(name):
+                out.append(f"  running  {name} (epoch {epoch}, on {self.nodes[name]})")
+            elif epoch:
+                out.append(f"  running  {name} (epoch {epoch})")
+            else:  # started, and not heard from yet: its first report says where it runs
+                out.append(f"  running  {name} (starting)")
         for name, error in sorted(self.failed.items()):
             out.append(f"  failed   {name}: {error}")
         return out
 
 
-def spec_from_store(store: str, sweep: str) -> SweepSpec:
+def spec_from_store(store: Store, sweep: str) -> SweepSpec:
     """The spec a sweep was last launched with, from the store alone."""
     require_store(store)
     manifest = read_manifest(store, sweep)
@@ -91,7 +108,7 @@ def spec_from_store(store: str, sweep: str) -> SweepSpec:
 def status_of(plan: SweepPlan) -> SweepStatus:
     """Where the planned sweep stands: its rows, and its driver's status file."""
     saved = read_status(plan.store, plan.spec.name)
-    report = SweepStatus(plan.spec.name, plan.store, total=plan.total,
+    report = SweepStatus(plan.spec.name, str(plan.store), total=plan.total,
                          finished=sorted(plan.done.values()), resumable=plan.resumable(),
                          outside=plan.outside, driver=saved.get("driver", ""),
                          updated_at=saved.get("updated_at", ""), ended=bool(saved.get("ended")))
@@ -107,16 +124,16 @@ def status_of(plan: SweepPlan) -> SweepStatus:
     for name, entry in saved.get("trials", {}).items():
         if name not in unfinished:
             continue
-        if entry.get("status") == "ERROR":
+        if entry.get("status") == FAILED:
             report.failed[name] = entry.get("error", "failed")
-        elif entry.get("status") == "RUNNING" and report.driver_alive:
+        elif entry.get("status") == RUNNING and report.driver_alive:
             report.running[name] = int(entry.get("epoch", 0))
             report.nodes[name] = str(entry.get("node", ""))
     report.pending = len(plan.to_run) - len(report.running) - len(report.failed)
     return report
 
 
-def sweep_status(spec: SweepSpec, store: str) -> SweepStatus:
+def sweep_status(spec: SweepSpec, store: Store) -> SweepStatus:
     require_store(store)
     return status_of(plan_sweep(spec_at_rounds(spec, store), store))
 
@@ -132,7 +149,7 @@ def sweep_over(report: SweepStatus) -> bool:
 MAX_EVERY_S = 86_400.0  # a day between refreshes: more is surely a typo
 
 
-def watch_status(spec: SweepSpec, store: str, echo: Callable[[str], None], every_s: float = 5.0,
+def watch_status(spec: SweepSpec, store: Store, echo: Callable[[str], None], every_s: float = 5.0,
                  clear: bool = False) -> SweepStatus:
     """Print the sweep's status every `every_s` seconds until it is over; return the last one.
     Before its driver first writes the status file, the sweep shows as all pending, and waits."""

@@ -14,19 +14,11 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rlv import columns as col
-from rlv.store.files import (
-    STATUS_DIR,
-    batch_file_name,
-    epoch_keys,
-    open_store,
-    partition,
-    trial_ids,
-    write_bytes,
-)
+from rlv.store.files import STATUS_DIR, batch_file_name, epoch_keys, trial_ids
+from rlv.store.store import Store
 
 # Column types, so that every file of a table has the same schema (pyarrow merges by it).
 _STRING, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
@@ -92,10 +84,8 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 class StoreWriter:
     """The one writer of a store for one sweep. Plain Python: the Tune callback wraps it."""
 
-    store: str
+    store: Store
     sweep: str
-    _fs: pafs.FileSystem = field(init=False, repr=False)
-    _root: str = field(init=False, repr=False)
     trials_written: set[str] = field(init=False, default_factory=set)
     epochs_written: set[tuple[str, int]] = field(init=False, default_factory=set)
     _created: set[str] = field(init=False, repr=False, default_factory=set)  # folders made
@@ -105,12 +95,11 @@ class StoreWriter:
     _queued_epoch_keys: set[tuple[str, int]] = field(init=False, repr=False, default_factory=set)
 
     def __post_init__(self) -> None:
-        self._fs, self._root = open_store(self.store)
         self._load_keys()
 
     # --- paths --------------------------------------------------------------------------
     def _partition(self, table: str) -> str:
-        return partition(self._root, table, self.sweep)
+        return self.store.partition(table, self.sweep)
 
     def image_path(self, trial_id: str, column: str) -> str:
         """Path of an image relative to the store root (what the trial row records)."""
@@ -118,15 +107,15 @@ class StoreWriter:
 
     # --- reading what is there --------------------------------------------------------------
     def _load_keys(self) -> None:
-        self.trials_written = trial_ids(self._fs, self._partition(col.TRIALS_TABLE))
-        self.epochs_written = epoch_keys(self._fs, self._partition(col.EPOCHS_TABLE))
+        self.trials_written = trial_ids(self.store.fs, self._partition(col.TRIALS_TABLE))
+        self.epochs_written = epoch_keys(self.store.fs, self._partition(col.EPOCHS_TABLE))
 
     def _write(self, path: str, data: bytes) -> None:
-        write_bytes(self._fs, path, data, self._created)
+        self.store.write_bytes(path, data, self._created)
 
     def write_status(self, status: dict[str, Any]) -> None:
         """The sweep's status file, for `rlv status` (and a heartbeat of the driver)."""
-        self._write(f"{self._root}/{STATUS_DIR}/{self.sweep}.json",
+        self._write(self.store.path(STATUS_DIR, f"{self.sweep}.json"),
                     json.dumps(status, indent=1).encode())
 
     # --- writing ---------------------------------------------------------------------------
@@ -181,6 +170,6 @@ class StoreWriter:
         row = dict(row)
         for column, png in images.items():
             relative = self.image_path(row[col.TRIAL_ID], column)
-            self._write(f"{self._root}/{relative}", png)
+            self._write(self.store.path(relative), png)
             row[column] = relative
         return row

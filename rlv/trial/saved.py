@@ -16,12 +16,13 @@ from rlv.config import TrialConfig
 from rlv.errors import RlvError
 from rlv.levels import DATASETS
 from rlv.store.checkpoints import MODEL_FILE, trial_dir
-from rlv.store.files import open_store, read_optional, trial_rows
+from rlv.store.files import trial_rows
+from rlv.store.store import Store
 from rlv.trial.models.vae import VAE
 from rlv.trial.run import build_model
 
 
-def stored_config(store: str, sweep: str, trial_id: str) -> TrialConfig:
+def stored_config(store: Store, sweep: str, trial_id: str) -> TrialConfig:
     """The TrialConfig a finished trial ran with, from its row."""
     rows = trial_rows(store, sweep, {trial_id}, [col.CONFIG])
     if not rows:
@@ -30,12 +31,14 @@ def stored_config(store: str, sweep: str, trial_id: str) -> TrialConfig:
     return TrialConfig.from_dict(json.loads(str(rows[0][col.CONFIG])))
 
 
-def load_model(store: str, sweep: str, trial_id: str) -> VAE:
-    """The trained VAE of trial `trial_id` of `sweep`, on the CPU, in eval mode."""
+def load_model(store: str | Store, sweep: str, trial_id: str) -> VAE:
+    """The trained VAE of trial `trial_id` of `sweep`, on the CPU, in eval mode. `store`: a
+    folder or URI (a notebook's call), or a command's opened Store."""
+    if not isinstance(store, Store):
+        store = Store.open(store)
     cfg = stored_config(store, sweep, trial_id)
-    fs, root = open_store(store)
-    path = f"{trial_dir(root, sweep, trial_id)}/{MODEL_FILE}"
-    data = read_optional(fs, path)
+    path = f"{trial_dir(store.root, sweep, trial_id)}/{MODEL_FILE}"
+    data = store.read_optional(path)
     if data is None:
         raise RlvError(f"trial {trial_id!r} of sweep {sweep!r} kept no model in {store} (its "
                        "sweep said keep_model: false, or it ran before rlv kept models)")

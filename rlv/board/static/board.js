@@ -74,8 +74,8 @@ function renderProgress(p) {
   byId("progress-done").style.width = share(p.done);
   byId("progress-running").style.width = share(p.running);
   byId("progress-failed").style.width = share(p.failed);
-  byId("progress-text").textContent = `${p.done} of ${p.total} done, ${p.running} running, ` +
-    `${p.failed} failed, ${p.pending} pending` + (p.complete ? ": the sweep is done" : "");
+  // the words `rlv status` and the terminal use (rlv/store/status.py progress_counts)
+  byId("progress-text").textContent = p.text + (p.complete ? ": the sweep is done" : "");
   byId("remaining").textContent = p.remaining;
   byId("driver").textContent = p.driver;
 }
