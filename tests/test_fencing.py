@@ -2,7 +2,7 @@
 token, the driver commits rows and promotes checkpoints and models only for the trial's current
 attempt, and what a stale attempt writes after its retry began is read by no one.
 
-Driven directly: the driver's real StoreCallback gets the reports two attempts of one trial would
+Driven directly: the driver's real recorder and store sink get the reports two attempts of one trial would
 send (real epoch rows and a real trial row from a tiny run), with a real Tune Trial and a real
 store folder, in the order a partition produces: A reports, A is declared failed, B resumes and
 reports, then A, thawed, writes and reports once more."""

@@ -324,24 +324,23 @@ def _images(results: Results, out: Path, blocks: list[Block]) -> list[Path]:
     return paths
 
 
-def _check_out(store: str | os.PathLike[str], out: Path) -> None:
+def _check_out(opened: Store, out: Path) -> None:
     """RlvError (before anything is written) for an `out` that is a file, sits under a file,
     or lies inside a local store."""
     for path in (out, *out.parents):
         if path.exists() and not path.is_dir():
             raise RlvError(f"--out {out}: {path} is a file, not a folder; name a folder")
-    opened = Store.open(store)
     if isinstance(opened.fs, pafs.LocalFileSystem):
         root_path, target = Path(opened.root).resolve(), out.resolve()
         if target == root_path or root_path in target.parents:
             raise RlvError(
-                f"--out {out} is inside the store {os.fspath(store)}: "
+                f"--out {out} is inside the store {opened.location}: "
                 "write the report to a folder outside the store"
             )
 
 
 def write_report(
-    store: str | os.PathLike[str],
+    store: str | os.PathLike[str] | Store,
     out: str | os.PathLike[str],
     sweep: str | None = None,
     resampling: Resampling | None = None,
@@ -350,8 +349,9 @@ def write_report(
 
     `resampling`: the bootstrap resamples, permutations and seed (default `Resampling()`)."""
     out_dir = Path(out)
-    _check_out(store, out_dir)
-    results = load_store(store, sweep)
+    opened = store if isinstance(store, Store) else Store.open(store)  # once: it may be remote
+    _check_out(opened, out_dir)
+    results = load_store(opened, sweep)
     require_one_sweep_per_dataset(results)  # passes when `sweep` names one
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = results.trials
@@ -360,7 +360,7 @@ def write_report(
         if col.DATASET in trials
         else ""
     )
-    title = f"rlv report: {os.fspath(store)}" + (f" (sweep {sweep})" if sweep else "")
+    title = f"rlv report: {opened.location}" + (f" (sweep {sweep})" if sweep else "")
     blocks: list[Block] = [
         Heading(title, 1),
         Para(
@@ -375,7 +375,7 @@ def write_report(
     csvs = _statistics(results, out_dir, blocks, resampling or Resampling())
     from rlv.analysis.rounds import rounds_blocks  # the rounds of sweeps with until:
 
-    blocks += rounds_blocks(results.opened or Store.open(store), results.sweeps)
+    blocks += rounds_blocks(opened, results.sweeps)
     logger.info("report: plots")
     plots = _plots(results, out_dir, blocks)
     logger.info("report: images")

@@ -1,7 +1,8 @@
 """The store's one writer for a sweep: typed Parquet tables, each row written exactly once.
 
-See rlv/store/files.py for the layout. Plain Python: the driver's Tune callback wraps it, and
-queues rows that it flushes as one batch file per table on its heartbeat.
+See rlv/store/files.py for the layout. Plain Python: the driver's store sink
+(rlv/service/store_sink.py) drives it, queueing rows that it flushes as one batch file per table
+on the driver's heartbeat.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 @dataclass
 class StoreWriter:
-    """The one writer of a store for one sweep. Plain Python: the Tune callback wraps it."""
+    """The one writer of a store for one sweep."""
 
     store: Store
     sweep: str

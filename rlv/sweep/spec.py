@@ -27,7 +27,7 @@ a factor too, named `section.field` with its levels typed like the setting:
       model.latent_dim: [8, 16, 32]  # trials L-fc-normal-latent_dim8-s0, ...; column latent_dim
 
 Trial ids show a setting factor as field name + level, only where the sweep varies it. This
-module knows nothing of Ray: the trials' configs are plain dicts (rlv/service/launch.py hands
+module knows nothing of Ray: the trials' configs are plain dicts (rlv/service/launch/run.py hands
 each to Tune once).
 """
 

@@ -1,8 +1,8 @@
 """One trial, start to end: data, model, training, evaluation, FID, images. Knows nothing of Ray.
 
-`run_trial` takes a TrialConfig and callbacks; the Ray Tune trainable (rlv/trainable.py) and the
-`rlv train` command (rlv/single.py) are two thin drivers of it. The device is chosen here, from
-torch: CUDA when available, else the CPU, with the same code path.
+`run_trial` takes a TrialConfig and callbacks; the Ray Tune trainable (rlv/service/trainable.py)
+and the `rlv train` command (rlv/trial/standalone.py) are two thin drivers of it. The device is
+chosen here, from torch: CUDA when available, else the CPU, with the same code path.
 """
 
 from __future__ import annotations
