@@ -160,6 +160,22 @@ def test_an_unreachable_cluster_is_one_line_not_a_hang(tmp_path: Path) -> None:
     assert not (tmp_path / "_sweeps").exists()  # not claimed: an edited file launches after this
 
 
+@pytest.mark.parametrize("sizes", [["--num-cpus", "2"], ["--num-cpus", "2", "--num-gpus", "1"]])
+def test_sizes_for_a_cluster_that_is_joined_are_one_line_before_anything_runs(
+        tmp_path: Path, sizes: list[str]) -> None:
+    """--num-cpus/--num-gpus size the embedded Ray; a running cluster keeps its size: an error
+    naming them, before the store is touched (nothing listens at the address)."""
+    out = subprocess.run(["rlv", "launch", "quick", "--address", "127.0.0.1:1", "--store",
+                          str(tmp_path / "store"), *sizes], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    given = " and ".join(f"{sizes[i]} {sizes[i + 1]}" for i in range(0, len(sizes), 2))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.strip() == (
+        f"error: {given} size the embedded local Ray, but this launch joins the running cluster "
+        "at 127.0.0.1:1 (--address or RAY_ADDRESS), which keeps its own size: leave them out")
+    assert not (tmp_path / "store").exists()
+
+
 def test_rlv_train_help_lists_every_registered_level() -> None:
     out = rlv("train", "--help")
     assert out.exit_code == 0, out.stderr

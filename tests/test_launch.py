@@ -80,7 +80,7 @@ def max_overlap(rows: pd.DataFrame) -> int:
 
 
 def test_fractional_gpus_pack_four_trials_and_the_store_gets_every_row_once(
-        tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, ray_cluster, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     # 0.5 CPU and 0.25 GPU per trial: the 4 CPUs would fit 8 at once, the one GPU fits 4
     path = sweep_file(tmp_path, "pack", factors={"encoder": ["L", "PNL", "NL", "RKS"],
                                                  "prior": ["normal", "flow2"]},
@@ -88,8 +88,17 @@ def test_fractional_gpus_pack_four_trials_and_the_store_gets_every_row_once(
                       resources={"cpu": 0.5, "gpu": 0.25})
     spec = load(path)
     lines: list[str] = []
+    opened: list[str] = []  # the driver's openings of a store (the trials' are in their processes)
+    real_open = Store.open.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Store, "open", classmethod(
+        lambda cls, location: opened.append(str(location)) or real_open(cls, location)))
+    import rlv.service.curves  # noqa: F401  (tensorboardX sets CRC32C_SW_MODE when imported)
+
+    environment = dict(os.environ)
     outcome = run_sweep(spec, LaunchOptions(), lines.append)
     assert outcome.ok, outcome.failed
+    assert opened == [str(tmp_path / "store")]  # once, and passed down from there
+    assert dict(os.environ) == environment  # the launch left the driver's environment as it was
     assert any("each 0.5 CPU + 0.25 GPU" in line for line in lines)
     rows = assert_store_complete(tmp_path / "store", "pack", [c.name for c in spec.trials()], 4)
     assert max_overlap(rows) == 4

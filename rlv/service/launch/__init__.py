@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from rlv.service.launch.claim import claim_sweep
 from rlv.service.launch.plan import plan_launch
-from rlv.service.launch.ray_session import LaunchOptions
+from rlv.service.launch.ray_session import LaunchOptions, check_options
 from rlv.service.launch.report import SweepOutcome
 from rlv.service.launch.run import run_grid, trial_points, trial_search
 from rlv.sweep.spec import SweepSpec
@@ -34,6 +34,7 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, echo: Callable[[str], Non
     """Plan, claim, run; returns which of this launch's trials finished and which failed (the
     caller reports: SweepOutcome.summary and exit_code). A sweep with `until:` runs in rounds,
     each one run_grid (rlv/service/adaptive.py)."""
+    check_options(options)  # what the Ray it will use cannot honour, before anything runs
     launch = plan_launch(spec, options.store)
     with claim_sweep(launch.store, launch.spec.name, echo):
         if launch.spec.until is not None:

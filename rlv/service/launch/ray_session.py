@@ -40,6 +40,15 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
                        "and the address host:port of its head?") from None
 
 
+def check_options(options: LaunchOptions) -> None:
+    """Before anything runs: sizes of an embedded cluster given to a launch that joins one."""
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if address and options.sizes():
+        raise RlvError(f"{' and '.join(options.sizes())} size the embedded local Ray, but this "
+                       f"launch joins the running cluster at {address} (--address or "
+                       "RAY_ADDRESS), which keeps its own size: leave them out")
+
+
 def _check_running(options: LaunchOptions) -> None:
     """A Ray this process already joined keeps its size: refuse sizes that differ from it."""
     import ray
@@ -65,11 +74,8 @@ def start_ray(options: LaunchOptions, env: dict[str, str], sweep: str = "",
     if ray.is_initialized():
         _check_running(options)
         return ""
+    check_options(options)
     address = options.address or os.environ.get("RAY_ADDRESS")
-    if address and options.sizes():
-        raise RlvError(f"{' and '.join(options.sizes())} size the embedded local Ray, but this "
-                       f"launch joins the running cluster at {address} (--address or "
-                       "RAY_ADDRESS), which keeps its own size: leave them out")
     runtime_env = {"env_vars": env} if env else None
     if address:
         check_reachable(address)
