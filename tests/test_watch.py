@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -250,12 +251,24 @@ def test_a_remote_store_gets_each_byte_of_a_running_trial_s_curves_once(tmp_path
 
     memory = fsspec.filesystem("memory")
     curves = CurvesSink(Store.open("memory://parts-store"), "parts")
+    pattern = "/parts-store/tensorboard/parts/L-fc-normal-s0/events.out.tfevents.*"
+
+    def synced(epoch: int) -> bool:
+        """One heartbeat; whether the parts sent so far hold `epoch` (tensorboardX writes its
+        events from a thread of its own: a heartbeat may find an epoch's event not written yet)."""
+        curves.handle(Event(HEARTBEAT), VIEW)
+        folder = tmp_path / f"sent-{epoch}-{time.monotonic_ns()}"
+        folder.mkdir()
+        for part in memory.glob(pattern):
+            (folder / Path(part).name).write_bytes(memory.cat_file(part))
+        return epoch in scalars(folder).get("train/neg_elbo", {})
+
     for e in (1, 2, 3):
         curves.handle(epoch_event("L-fc-normal-s0", e, 20.0 - e), VIEW)
-        curves.handle(Event(HEARTBEAT), VIEW)  # a sync after every result
+        wait_for(lambda e=e: synced(e), 60, f"epoch {e} in the parts sent")  # type: ignore[misc]
     curves.handle(Event(END), VIEW)
-    parts = sorted(memory.glob("/parts-store/tensorboard/parts/L-fc-normal-s0/events.out.tfevents.*"))
-    assert len(parts) >= 3, parts  # at least one part per sync that found new events
+    parts = sorted(memory.glob(pattern))
+    assert len(parts) >= 3, parts  # each epoch waited for its own sync: at least a part each
     (local,) = (Path(curves._local) / "L-fc-normal-s0").iterdir()
     sent = b"".join(memory.cat_file(p) for p in parts)
     assert sent == local.read_bytes()  # every byte once, in order: nothing re-sent

@@ -149,11 +149,14 @@ class CurvesSink:
     def sync(self) -> None:
         """Send what the local event files gained since the last sync to a remote store, each
         file's new bytes as its next part (flushed first, so every part ends on a record)."""
-        if self._remote is None or not self._dirty:
+        # a running trial's file may have grown since the last sync even without a new result:
+        # tensorboardX writes its events from a thread of its own
+        changed = self._dirty | self._writers.keys()
+        if self._remote is None or not changed:
             return
         for writer in self._writers.values():
             writer.flush()
-        for trial_id in sorted(self._dirty):
+        for trial_id in sorted(changed):
             folder = os.path.join(self._local, trial_id)
             for name in sorted(os.listdir(folder)):
                 path = os.path.join(folder, name)

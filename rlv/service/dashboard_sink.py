@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from rlv.service.dashboard import board_class, board_name
-from rlv.service.recorder import RESULT, RETRY, START, Event, SweepView
+from rlv.service.recorder import RESULT, RETRY, Event, SweepView
 
 
 class DashboardSink:
-    """Keeps the sweep's progress actor up to date: on a running trial's first result (where it
-    runs), every later trial event and the heartbeat. Sending never blocks the driver; the store stays
-    the record."""
+    """Keeps the sweep's progress actor up to date: on every trial event, a running trial's first
+    result (where it runs) and the heartbeat. The actor is made at the first event, so it runs
+    while the sweep does (a trial started and not heard from yet shows as starting). Sending
+    never blocks the driver; the store stays the record."""
 
     def __init__(self, sweep: str) -> None:
         self.sweep = sweep
@@ -21,8 +22,6 @@ class DashboardSink:
         self._shown: list[str] = []
 
     def handle(self, event: Event, view: SweepView) -> None:
-        if event.kind == START:
-            return  # shown with its first result, which says where it runs
         if event.kind == RESULT:
             # a trial's first result says where it runs: show that at once
             state = view.trials.get(event.trial)
