@@ -3,12 +3,14 @@
     python benchmarks/board_first_render.py                    # builds a 2,016-trial store
     python benchmarks/board_first_render.py --store S --sweep scale   # e.g. sweep_scale.py's
 
-The store built by default has the shape of benchmarks/sweep_scale.py's big sweep, written the way
-its driver writes it: the thesis's 24 cells x 84 seeds (2,016 trials), one epoch each, rows
-flushed by rlv's own StoreWriter in batches of 40 trials (about 50 files per table, as the
-driver's 10-second flushes left them), the sweep's manifest, and an ended status file; the
-metrics follow a planted additive model with noise. (sweep_scale.py makes the same store by
-running the trials, which takes 10 minutes of the machine; --store times the board on that.)
+The store built by default (by benchmarks/synthetic_store.py, store_read.py's builder too) has
+the shape of benchmarks/sweep_scale.py's big sweep, written the way its driver writes it: the
+thesis's 24 cells x 84 seeds (2,016 trials), one epoch each, rows flushed by rlv's own
+StoreWriter in batches of 40 trials (about 50 files per table, as the driver's 10-second flushes
+left them), the sweep's manifest, and an ended status file (or, --mid-run, one with trials
+running, one failed and the rest pending); the metrics follow a planted additive model with
+noise. (sweep_scale.py makes the same store by running the trials, which takes 10 minutes of the
+machine; --store times the board on that.)
 
 Then `rlv board STORE --port 0` runs as a process (its start-up, to the line naming its address,
 is timed too), and each run opens the page in a fresh headless chromium profile (nothing cached)
@@ -21,93 +23,25 @@ page again in the same browser. Prints one line per number; the README's board p
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, too
 
+from synthetic_store import PER_FLUSH, build_store  # noqa: E402
+
 from rlv import columns as col  # noqa: E402
-from rlv.store.manifest import write_manifest  # noqa: E402
-from rlv.store.plan import plan_sweep  # noqa: E402
-from rlv.store.store import Store
-from rlv.store.writer import StoreWriter  # noqa: E402
-from rlv.sweep.spec import parse_sweep  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-CELLS = {"encoder": ["L", "PNL", "NL", "RKS"], "layer": ["fc", "conv"],
-         "prior": ["normal", "flow2", "flow6"]}
-EFFECT = {"L": 0.0, "PNL": 5.0, "NL": 15.0, "RKS": 10.0, "fc": 0.0, "conv": 2.0, "normal": 0.0,
-          "flow2": -3.0, "flow6": -6.0}
-PER_FLUSH = 40  # trials per batch file: what a 2-CPU driver's 10-second flushes hold
-
-
-def build_store(root: Path, trials: int, sweep: str = "scale", epochs: int = 1,
-                mid_run: bool = False) -> None:
-    """A sweep of `trials` trials (24 cells x seeds) as its driver leaves the store: finished,
-    or (`mid_run`) with the last seeds' trials partly finished, three running, one failed and
-    the rest pending, its driver this process."""
-    seeds = math.ceil(trials / 24)
-    spec = parse_sweep({"name": sweep, "store": str(root), "factors": CELLS, "seeds": seeds,
-                        "settings": {"data": {"train_size": 64, "test_size": 64},
-                                     "train": {"epochs": epochs, "batch_size": 64},
-                                     "eval": {"fid_samples": 0}},
-                        "resources": {"cpu": 1, "gpu": 0}, "keep_model": False}, source=sweep)
-    plan = plan_sweep(spec, Store.open(root))
-    configs = plan.trial_configs()
-    write_manifest(Store.open(root), plan.manifest, trials_run=len(configs))
-    writer = StoreWriter(Store.open(root), sweep)
-    rng = np.random.default_rng(0)
-    cut = max(2, math.ceil(0.6 * seeds))  # mid-run: seeds from here on are not all finished
-    status: dict[str, dict[str, Any]] = {}
-    for k, cfg in enumerate(configs):
-        m = cfg.model
-        cell = k // seeds
-        effect = EFFECT[m.encoder] + EFFECT[m.layer] + EFFECT[m.prior] + rng.normal(0, 0.5)
-        levels = {col.ENCODER: m.encoder, col.LAYER: m.layer, col.PRIOR: m.prior,
-                  col.DATASET: cfg.data.dataset, col.OBJECTIVE: cfg.train.objective,
-                  col.SEED: cfg.seed}
-        epoch_s = 0.05 + abs(rng.normal(0, 0.01))
-        late = mid_run and (cfg.seed > cut or (cfg.seed == cut and cell >= 14))
-        if late and cfg.seed == cut and cell < 17:
-            status[cfg.name] = {"status": "RUNNING", "epoch": max(1, epochs // 2),
-                                "node": "127.0.0.1 pid 1"}
-        elif late and cfg.seed == cut and cell == 17:
-            status[cfg.name] = {"status": "ERROR", "error": "RlvError: the loss diverged (nan) "
-                                                            "at epoch 3"}
-        ran = max(1, epochs // 2) if cfg.name in status else 0 if late else epochs
-        writer.queue_epochs([{col.TRIAL_ID: cfg.name, col.EPOCH: e, **levels,
-                              col.TRAIN_NEG_ELBO: 545 + effect + 60 / e + rng.normal(0, 2),
-                              col.TRAIN_RE: 525 + effect + 60 / e + rng.normal(0, 2),
-                              col.TRAIN_RT: -20 - effect / 4, col.EPOCH_TIME_S: epoch_s}
-                             for e in range(1, ran + 1)])
-        if not late:
-            writer.queue_trial({
-                col.TRIAL_ID: cfg.name, **levels, col.SWEEP_FACTORS: ",".join(CELLS),
-                col.EPOCHS: epochs, col.TEST_NEG_ELBO: 540 + effect + rng.normal(),
-                col.TEST_RE: 520 + effect + rng.normal(),
-                col.TEST_RT: -20 - effect / 4 + rng.normal(), col.FID: float("nan"),
-                col.FID_SAMPLES: 0, col.EPOCH_TIME_S: epoch_s,
-                col.TRIAL_SECONDS: epochs * epoch_s + 0.3, col.CONFIG: cfg.to_json()}, {})
-        if (k + 1) % PER_FLUSH == 0:
-            writer.flush()
-    writer.flush()
-    writer.write_status({"sweep": sweep, "updated_at": datetime.now(UTC).isoformat(),
-                         "ended": not mid_run, "driver": f"{socket.gethostname()}:{os.getpid()}",
-                         "trials": status})
 
 
 def start_board(store: Path | str, sweep: str) -> tuple[subprocess.Popen[str], str, float]:
@@ -175,9 +109,10 @@ def main() -> None:
     store: Path | str = args.store or folder / "store"
     if args.store is None:
         start = time.perf_counter()
-        build_store(Path(store), args.trials, args.sweep, args.epochs, args.mid_run)
-        print(f"built {store}: {args.trials:,} trials in {time.perf_counter() - start:.1f} s",
-              flush=True)
+        files = build_store(Path(store), args.trials, args.sweep, args.epochs, args.mid_run,
+                            flush=PER_FLUSH)
+        print(f"built {store}: {args.trials:,} trials, {files} batch files per table, in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
     print(f"load average before: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} CPUs)", flush=True)
     board, url, started = start_board(store, args.sweep)
     print(f"rlv board start-up (process start to listening, store read, first document "
