@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ import typer
 from typer.core import TyperGroup
 
 from rlv.config import PRECISIONS
+from rlv.envvars import temporary_env
 from rlv.errors import RlvError
 from rlv.levels import DATASETS, ENCODERS, LAYERS, OBJECTIVES, PRIORS
 
@@ -74,22 +74,11 @@ DATA_DIR_HELP = ("Folder holding the data sets' files, used as $RLV_DATA_DIR is 
                  "data.data_dir comes first).")
 
 
-@contextmanager
-def _data_dir_env(data_dir: str | None) -> Iterator[None]:
+def _data_dir_env(data_dir: str | None) -> AbstractContextManager[None]:
     """--data-dir of check and launch: $RLV_DATA_DIR for this command, made absolute (trials
     resolve it in their own folders), then as it was (the tests run commands in-process)."""
-    if data_dir is None:
-        yield
-        return
-    before = os.environ.get("RLV_DATA_DIR")
-    os.environ["RLV_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("RLV_DATA_DIR", None)
-        else:
-            os.environ["RLV_DATA_DIR"] = before
+    resolved = None if data_dir is None else str(Path(data_dir).expanduser().resolve())
+    return temporary_env("RLV_DATA_DIR", resolved)
 
 
 @app.command()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rlv.config import TrialConfig
+from rlv.envvars import temporary_env
 from rlv.service.launch.claim import stop_if_taken_over
 from rlv.service.launch.plan import Launch, heal_checkpoints
 from rlv.service.launch.ray_session import LaunchOptions, start_ray
@@ -31,17 +31,12 @@ def quiet_tune() -> Iterator[None]:
     lines but ours. The process's environment and loggers are as they were afterwards."""
     names = ("ray.tune", "ray.train")
     levels = [logging.getLogger(name).level for name in names]
-    before = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # read by Tuner.fit, in this process
     for name in names:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        yield
+        with temporary_env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"):  # read by Tuner.fit, here
+            yield
     finally:
-        if before is None:
-            os.environ.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
-        else:
-            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = before
         for name, level in zip(names, levels, strict=True):
             logging.getLogger(name).setLevel(level)
 
