@@ -149,6 +149,50 @@ def test_a_changed_setting_is_refused_before_anything_runs(tmp_path: Path, ray_c
     assert out.exit_code == 2 and out.stderr.count("\n") == 1 and "train.epochs = 2" in out.stderr
 
 
+def test_ctrl_c_stops_a_launch_with_exit_130_naming_what_the_same_command_resumes(
+        tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C in the terminal (SIGINT to the launch's process group): Tune stops the trials, the
+    summary says the run stopped with its trials unfinished (not that they finished, nor that
+    there was nothing to run), the exit code is a shell's for Ctrl-C, and the same command
+    resumes each trial after its last checkpoint, each epoch stored once."""
+    store = tmp_path / "store"
+    path = write_sweep(tmp_path / "grow.yaml", store, ["L", "NL"], seeds=1, epochs=4)
+    names = ["L-fc-normal-s0", "NL-fc-normal-s0"]
+    gates = Gates(tmp_path / "gates")
+    for name in names:
+        gates.hold(name, 2)
+    command = ["rlv", "launch", str(path), "--address", ray_cluster.address]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True, env={**os.environ, **gates.env})
+    wait_for(lambda: set(gates.held()) == set(names) or driver.poll() is not None, 240,
+             "both trials held at epoch 2")
+    assert driver.poll() is None, driver.communicate()[0]
+    wait_for(lambda: all(checkpoint_epoch(store, "grow", n) == 2 for n in names), 60,
+             "the driver to commit both checkpoints of epoch 2")
+    os.killpg(driver.pid, signal.SIGINT)
+    out, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 130, out
+    assert "sweep grow: stopped (Ctrl-C) with 2 trials unfinished; 0/2 trials finished" in out, out
+    assert "rerun the same command to resume the 2 unfinished trials" in out, out
+    for pid in gates.held().values():  # the trials were the stopped driver's: ended with it
+        assert descends_from(pid, ray_cluster.pid) or not alive(pid)
+        wait_for(lambda pid=pid: not alive(pid), 120, f"trial process {pid} to end")
+    for name in names:
+        gates.release(name)
+    status = subprocess.run(["rlv", "status", "grow", "--store", str(store)],
+                            capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    assert "0 finished, 0 running, 0 failed, 2 pending (of 2)" in status.stdout, status.stdout
+    assert "2 unfinished trials resume from their checkpoints" in status.stdout, status.stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, **gates.env})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "(2 resume from checkpoints, 0 in the store already)" in again.stdout
+    for name in names:
+        assert gates.attempts(name) == [[1, 2], [3, 4]]
+    assert_exactly_once(store, names, 4)
+
+
 def test_a_driver_killed_during_a_grown_run_resumes_from_the_store_checkpoints(
         tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
     store = tmp_path / "store"

@@ -143,5 +143,7 @@ def _run_trials(launch: Launch, plan: SweepPlan, trials: list[TrialConfig],
     outcome.slots = min(len(trials), concurrency(per_trial, ray.cluster_resources()))
     outcome.finished = view.names(FINISHED)
     outcome.failed = {name: view.trials[name].error for name in view.names(FAILED)}
+    ended = {*outcome.finished, *outcome.failed}
+    outcome.stopped = sorted(cfg.name for cfg in trials if cfg.name not in ended)
     outcome.trial_s = view.trial_s
     return outcome
