@@ -104,6 +104,7 @@ def test_rlv_check_imports_neither_torch_nor_ray(shims: Path, sweep_store: Path,
     assert total == 120
     first = "-".join(factors[f][0] for f in ("encoder", "layer", "prior"))
     last = "-".join(factors[f][-1] for f in ("encoder", "layer", "prior"))
+    conv_flows = len(factors["encoder"]) * len(["flow2", "flow6"]) * seeds  # its one where entry
     assert out.stdout.splitlines() == [
         f"sweep thesis-mnist: OK, {total} trials "
         f"({', '.join(f'{k} {len(v)}' for k, v in factors.items())}, seeds {seeds})",
@@ -112,6 +113,8 @@ def test_rlv_check_imports_neither_torch_nor_ray(shims: Path, sweep_store: Path,
         f"{sweep['settings']['eval']['fid_samples']}, max failures {sweep['max_failures']}, "
         f"store {sweep['store']}",
         f"trials: {first}-s0 ... {last}-s{seeds - 1}",
+        f"where layer = conv, prior = flow2|flow6: model.flow_hidden = 128 "
+        f"({conv_flows} of {total} trials)",
         f"store {nowhere}: not created yet; all {total} trials to run",
         "remaining time: no estimate (no measured epoch or FID times yet)",
     ]

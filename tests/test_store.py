@@ -305,6 +305,55 @@ def test_a_changed_setting_is_refused_naming_both_values(tmp_path: Path) -> None
     assert plan_sweep(parse_sweep(narrowed), Store.open(store)).total == 2
 
 
+def test_a_where_setting_is_part_of_each_trial_and_a_changed_one_is_refused(tmp_path: Path) -> None:
+    """A `where:` setting changes no id but is in each trial's config: trials are keyed by it,
+    and changing, adding or dropping it is refused as a changed fixed setting is, naming the
+    cell; a level the last launch did not have is no change."""
+    from rlv.store.manifest import write_manifest
+    from rlv.store.plan import plan_sweep
+    from rlv.store.status import spec_from_store
+    from rlv.sweep.spec import parse_sweep
+
+    store = tmp_path / "store"
+    factors = {"encoder": ["L", "NL"], "layer": ["fc"], "prior": ["normal", "flow2"]}
+
+    def flows(width: int, levels: list[str] | None = None) -> dict[str, Any]:
+        return small_sweep(store, factors={**factors, "encoder": levels or factors["encoder"]},
+                           where=[{"when": {"prior": "flow2"},
+                                   "settings": {"model": {"flow_hidden": width}}}])
+
+    spec = parse_sweep(flows(128))
+    plain = parse_sweep(small_sweep(store, factors=factors))
+    plan = plan_sweep(spec, Store.open(store))
+    # the same ids as without `where`, other keys (the content) for the flow cells only
+    assert [c.name for c in spec.trials()] == [c.name for c in plain.trials()]
+    keys = plan_sweep(plain, Store.open(store)).cell_keys
+    assert [a == b for a, b in zip(plan.cell_keys, keys, strict=True)] == [True, False, True, False]
+    configs = plan.trial_configs()
+    write_manifest(Store.open(store), plan.manifest, trials_run=len(configs))
+    store_rows(store, configs[:5])
+    assert spec_from_store(Store.open(store), "g") == spec  # the manifest keeps the entries
+    assert sorted(plan_sweep(spec, Store.open(store)).done.values()) == sorted(
+        c.name for c in configs[:5])
+    for changed, old, new in ((flows(96), 128, 96), (small_sweep(store, factors=factors), 128, 64)):
+        with pytest.raises(RlvError, match=rf"ran its L-fc-flow2 trials with model.flow_hidden = "
+                                           rf"{old}, the sweep file now says {new}: .*another --store"):
+            plan_sweep(parse_sweep(changed), Store.open(store))
+    # a new level's cells ran never: their entry may say what it likes
+    grown = parse_sweep(small_sweep(store, factors={**factors, "encoder": ["L", "NL", "RKS"]},
+                                    where=[*flows(128)["where"],
+                                           {"when": {"encoder": "RKS"},
+                                            "settings": {"model": {"flow_hidden": 32}}}]))
+    assert len(plan_sweep(grown, Store.open(store)).done) == 5
+    # a sweep launched without the entry refuses it once trials ran under the default
+    other = tmp_path / "other"
+    first = plan_sweep(parse_sweep({**small_sweep(other, factors=factors)}), Store.open(other))
+    write_manifest(Store.open(other), first.manifest, trials_run=8)
+    with pytest.raises(RlvError, match=r"ran its L-fc-flow2 trials with model.flow_hidden = 64, "
+                                       r"the sweep file now says 128"):
+        plan_sweep(parse_sweep({**flows(128), "store": str(other)}), Store.open(other))
+
+
 def test_status_comes_from_the_store_alone_and_a_missing_store_is_an_error(tmp_path: Path) -> None:
     from rlv.store.manifest import write_manifest
     from rlv.store.plan import plan_sweep

@@ -4,10 +4,13 @@ The store is the sweep's truth. A grid trial is done when a row with its content
 name: rlv/store/identity.py) is in the store; every other grid trial runs, under the id it had
 if it started before (so it finds its checkpoint and its rows keep one id), else under its grid
 name. A sweep file may grow (seeds, levels, a setting made a factor); a change that would make
-finished trials disagree with new ones is refused here, before anything runs.
+finished trials disagree with new ones is refused here, before anything runs: a fixed setting
+against the manifest's, a setting of `where:` (one that depends on a cell's levels) cell by cell
+against the cell rebuilt from the manifest's spec.
 
 Cost: one listing of the sweep's trial files and one manifest read; cells are keyed once, trials
-as CELL-sSEED strings, and TrialConfigs are built only for the trials that run.
+as CELL-sSEED strings, and TrialConfigs are built only for the trials that run (and, for a sweep
+with `where:`, once more per cell to compare with the last launch).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rlv.store.manifest import Manifest, read_manifest
 from rlv.store.store import Store
 from rlv.sweep import spec as sweep_spec
 from rlv.sweep.spec import SweepSpec
+from rlv.sweep.where import Conditional
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +92,26 @@ class SweepPlan:
         return trials
 
 
+def _factor_settings(spec: SweepSpec) -> set[str]:
+    """The settings the sweep's factors set, as `section.field`."""
+    named = getattr(sweep_spec, "FACTOR_SETTINGS", {})
+    return {".".join(named[f]) if f in named else f for f in spec.factors}
+
+
 def factor_paths(spec: SweepSpec, settings: list[dict[str, Any]]) -> set[str]:
     """The settings a sweep varies by design: its factors' settings, and whatever differs
-    between its cells."""
-    named = getattr(sweep_spec, "FACTOR_SETTINGS", {})
-    paths = {".".join(named[f]) if f in named else f for f in spec.factors}
+    between its cells (a `where:` setting among them)."""
+    paths = _factor_settings(spec)
     first = settings[0]
     paths.update(p for s in settings[1:] for p, v in s.items() if first.get(p) != v)
     return paths
+
+
+def _changed(spec: SweepSpec, store: Store, trials: str, path: str, old: Any, new: Any) -> RlvError:
+    return RlvError(f"sweep {spec.name!r} in store {store} ran its {trials} with {path} = "
+                    f"{old!r}, the sweep file now says {new!r}: finished trials would disagree "
+                    "with new ones. Put the setting back, or start a new sweep (another name, or "
+                    "another --store)")
 
 
 def check_compatible(spec: SweepSpec, store: Store, manifest: Manifest, common: dict[str, Any],
@@ -105,10 +121,43 @@ def check_compatible(spec: SweepSpec, store: Store, manifest: Manifest, common: 
     for path in sorted((common.keys() & manifest.settings.keys()) - skip):
         old, new = manifest.settings[path], common[path]
         if old != new:
-            raise RlvError(f"sweep {spec.name!r} in store {store} ran its trials with {path} = "
-                           f"{old!r}, the sweep file now says {new!r}: finished trials would "
-                           "disagree with new ones. Put the setting back, or start a new sweep "
-                           "(another name, or another --store)")
+            raise _changed(spec, store, "trials", path, old, new)
+
+
+def check_conditional(spec: SweepSpec, store: Store, manifest: Manifest,
+                      cells: list[dict[str, Any]], cell_configs: list[TrialConfig],
+                      settings: list[dict[str, Any]]) -> None:
+    """Refuse a changed `where:` setting as check_compatible refuses a changed fixed one. Such a
+    setting differs between cells, so it is no common setting: each cell the last launch's grid
+    held is rebuilt with that launch's settings and `where` (the manifest's spec), and every
+    setting that either launch's `where` sets is compared with the cell's now."""
+    try:
+        before_where = tuple(Conditional.from_dict(e) for e in manifest.spec.get("where", []))
+        before_settings = {s: dict(v) for s, v in manifest.spec.get("settings", {}).items()}
+        before_factors = {f: list(v) for f, v in manifest.spec.get("factors", {}).items()}
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise RlvError(f"corrupt sweep manifest of sweep {spec.name!r} in store {store} (its "
+                       "spec's where, settings or factors are not rlv's); restore it or launch "
+                       "the sweep into another store") from None
+    paths = sorted({f"{section}.{key}" for entry in before_where + spec.where
+                    for section, values in entry.settings.items() for key in values}
+                   - _factor_settings(spec))
+    if not paths:
+        return
+    before = dataclasses.replace(spec, settings=before_settings, where=before_where)
+    marker = object()
+    for cell, cfg, now in zip(cells, cell_configs, settings, strict=True):
+        if any(f in before_factors and level not in before_factors[f] for f, level in cell.items()):
+            continue  # a level the last launch did not have: none of its trials ran
+        try:
+            then = result_settings(before.trial_config({**cell, "seed": cfg.seed}))
+        except RlvError:
+            return  # a spec this rlv cannot rebuild: a launch's trial ids still guard the store
+        for path in paths:
+            old, new = then.get(path, marker), now.get(path, marker)
+            if old is not marker and new is not marker and old != new:
+                stem = cfg.name.removesuffix(f"-s{cfg.seed}")
+                raise _changed(spec, store, f"{stem} trials", path, old, new)
 
 
 def _stored_keys(store: Store, sweep: str, ids: set[str]) -> dict[str, str]:
@@ -136,6 +185,7 @@ def plan_sweep(spec: SweepSpec, store: Store) -> SweepPlan:
     common = {p: v for p, v in settings[0].items() if p not in varying}
     if manifest is not None:
         check_compatible(spec, store, manifest, common, varying)
+        check_conditional(spec, store, manifest, cells, cell_configs, settings)
         known = dict(manifest.trials)
         manifest = dataclasses.replace(manifest, spec=spec.to_dict(), settings=common,
                                        factor_paths=sorted(varying | set(manifest.factor_paths)),

@@ -11,6 +11,9 @@ A sweep file (YAML) is small and declarative:
     seeds: 5                         # a count (0..4) or a list [0, 3]
     settings:                        # fixed settings, by TrialConfig section
       train: {epochs: 2}
+    where:                           # optional: settings for the cells whose levels match
+      - when: {layer: conv}          # factor -> a level or a list of levels (all must match)
+        settings: {model: {flow_hidden: 128}}
     resources: {cpu: 1, gpu: auto}   # per trial; gpu: a fraction (0.25 packs four on a GPU),
                                      # 0, or auto (0.25 where the cluster has GPUs, else CPU)
     max_failures: 2                  # retries of a failed trial, from its last checkpoint
@@ -26,9 +29,17 @@ a factor too, named `section.field` with its levels typed like the setting:
       encoder: [L, NL]
       model.latent_dim: [8, 16, 32]  # trials L-fc-normal-latent_dim8-s0, ...; column latent_dim
 
-Trial ids show a setting factor as field name + level, only where the sweep varies it. This
-module knows nothing of Ray: the trials' configs are plain dicts (rlv/service/launch/run.py hands
-each to Tune once).
+Trial ids show a setting factor as field name + level, only where the sweep varies it.
+
+A `where` entry's settings go on top of `settings` (a later entry on top of an earlier one), and
+the cell's factor levels on top of both; an entry may not set a factor. Its `when` names factors
+of the sweep (not the seed) and levels the sweep has, so every entry matches some cell. Trial ids
+do not change: the setting is part of each trial's config, so the store tells trials apart by it
+as by any setting, and a launch refuses a changed one as it does a changed fixed setting
+(rlv/sweep/where.py, rlv/store/plan.py). The thesis sweeps use it for their conv flow priors.
+
+This module knows nothing of Ray: the trials' configs are plain dicts (rlv/service/launch/run.py
+hands each to Tune once).
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from rlv.datasets import data_availability
 from rlv.errors import RlvError
 from rlv.sweep.until import Until, parse_until
 from rlv.sweep.validation import check_trial_config
+from rlv.sweep.where import Conditional, entry_label, parse_where
 
 # factor name -> (TrialConfig section, setting); the seed is a factor of its own
 FACTOR_SETTINGS: dict[str, tuple[str, str]] = {
@@ -56,8 +68,8 @@ FACTOR_SETTINGS: dict[str, tuple[str, str]] = {
     "objective": ("train", "objective"),
 }
 FACTOR_ORDER = ("dataset", "encoder", "layer", "prior", "objective")  # trial-name order
-SWEEP_KEYS = ("name", "store", "factors", "seeds", "settings", "resources", "max_failures",
-              "description", "keep_model", "until")
+SWEEP_KEYS = ("name", "store", "factors", "seeds", "settings", "where", "resources",
+              "max_failures", "description", "keep_model", "until")
 RESOURCE_KEYS = ("cpu", "gpu")
 SECTIONS = tuple(SECTION_CONFIGS)  # model, data, train, eval
 TRIAL_KEY = "trial"  # the one key of a Tune trial's config: the TrialConfig as a plain dict
@@ -79,6 +91,8 @@ class SweepSpec:
     factors: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # settings for the cells whose levels match (where.py), applied in order on top of settings
+    where: tuple[Conditional, ...] = ()
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 2
     description: str = ""
@@ -96,6 +110,10 @@ class SweepSpec:
     def trial_config(self, levels: dict[str, Any]) -> TrialConfig:
         """The TrialConfig of one grid point: `levels` maps factor names (and `seed`) to values."""
         data: dict[str, Any] = {s: dict(self.settings.get(s, {})) for s in SECTIONS}
+        for entry in self.where:
+            if entry.matches(levels):
+                for section, values in entry.settings.items():
+                    data[section].update(values)
         for factor, value in levels.items():
             if factor == "seed":
                 continue
@@ -148,6 +166,9 @@ class SweepSpec:
                  f"epochs {first.train.epochs}, FID samples {first.eval.fid_samples}, "
                  f"max failures {self.max_failures}, store {self.store}",
                  f"trials: {first.name} ... {last.name}"]
+        lines += [f"where {entry.condition()}: {entry.assignments()} "
+                  f"({entry.cells(self.factors) * len(self.seeds):,} of {self.size():,} trials)"
+                  for entry in self.where]
         for dataset in self.factors.get("dataset", (first.data.dataset,)):
             missing = data_availability(dataset, first.data.data_dir)
             if missing:
@@ -158,6 +179,7 @@ class SweepSpec:
         return {"name": self.name, "store": self.store,
                 "factors": {k: list(v) for k, v in self.factors.items()},
                 "seeds": list(self.seeds), "settings": self.settings,
+                **({"where": [entry.to_dict() for entry in self.where]} if self.where else {}),
                 "resources": {"cpu": self.resources.cpu, "gpu": self.resources.gpu},
                 "max_failures": self.max_failures, "description": self.description,
                 "keep_model": self.keep_model,
@@ -296,6 +318,12 @@ def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
             if f"{section}.{key}" in factors:
                 raise _fail(source, f"settings.{section}.{key} is also a factor: give its levels "
                                     f"under factors.{section}.{key} only")
+    factor_paths = {".".join(path): name for name, path in FACTOR_SETTINGS.items()}
+    factor_paths.update({f: f for f in factors if f not in FACTOR_SETTINGS})
+    try:
+        where = parse_where(data.get("where"), factors, factor_paths)
+    except RlvError as exc:
+        raise _fail(source, str(exc)) from None
     max_failures = data.get("max_failures", SweepSpec.max_failures)
     if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
         raise _fail(source, f"max_failures = {max_failures!r}: must be an integer >= 0")
@@ -308,6 +336,7 @@ def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
         factors=factors,
         seeds=_seeds(source, data.get("seeds", 1)),
         settings={k: dict(v) for k, v in settings.items()},
+        where=where,
         resources=_resources(source, data.get("resources")),
         max_failures=max_failures,
         description=str(data.get("description", "")),
@@ -322,8 +351,7 @@ def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
         # only where two cells do at the first seed
         named: dict[str, dict[str, Any]] = {}
         for cell in spec.cells():
-            cfg = spec.trial_config({**cell, "seed": spec.seeds[0]})
-            check_trial_config(cfg)
+            cfg = _checked_cell(spec, cell)
             if cfg.name in named:
                 raise RlvError(_same_id(cfg.name, named[cfg.name], cell))
             named[cfg.name] = cell
@@ -332,6 +360,35 @@ def parse_sweep(data: Any, source: str = "sweep") -> SweepSpec:
     if data.get("until") is not None:
         spec = dataclasses.replace(spec, until=parse_until(source, data["until"], spec))
     return spec
+
+
+def _checked_cell(spec: SweepSpec, cell: dict[str, Any]) -> TrialConfig:
+    """The cell's config at the first seed, checked; an error that a `where` entry brings in
+    names the entry (the first whose settings, added in order, give the cell this error)."""
+    levels = {**cell, "seed": spec.seeds[0]}
+    cfg = spec.trial_config(levels)
+    try:
+        check_trial_config(cfg)
+    except RlvError as exc:
+        applied = [i for i, entry in enumerate(spec.where) if entry.matches(cell)]
+        # the fixed settings alone giving this error: no entry's doing
+        if applied and _error(dataclasses.replace(spec, where=()), levels) != str(exc):
+            for n in range(1, len(applied) + 1):
+                partial = tuple(spec.where[i] for i in applied[:n])
+                if _error(dataclasses.replace(spec, where=partial), levels) == str(exc):
+                    index = applied[n - 1]
+                    raise RlvError(f"{entry_label(index, spec.where[index])}: {exc}") from None
+        raise
+    return cfg
+
+
+def _error(spec: SweepSpec, levels: dict[str, Any]) -> str | None:
+    """The message check_trial_config gives the grid point `levels` of `spec`, or None."""
+    try:
+        check_trial_config(spec.trial_config(levels))
+    except RlvError as exc:
+        return str(exc)
+    return None
 
 
 def _same_id(trial_id: str, first: dict[str, Any], second: dict[str, Any]) -> str:
