@@ -112,10 +112,13 @@ def lab_site(rig: Path) -> Path:
     dependencies, pip, setuptools), rlv's own files left out."""
     folder = rig / "lab-site"
     folder.mkdir()
+    # the links go through rig/venv-site, where each machine mounts the venv's site-packages
+    # before its own /tmp hides the venv (a checkout, and so its venv, may lie under /tmp)
+    (rig / "venv-site").mkdir()
     for entry in VENV_SITE.iterdir():
         name = entry.name
         if not (name == "rlv" or name.startswith(("rlv-", "__editable__")) or "_rlv_" in name):
-            (folder / name).symlink_to(entry)
+            (folder / name).symlink_to(rig / "venv-site" / name)
     return folder
 
 
@@ -144,7 +147,8 @@ class Machine:
             "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no", "PrintMotd no",
             *([f"SetEnv {' '.join(f'{k}={v}' for k, v in env.items())}"] if env else []), ""]))
-        setup = [f"hostname lab-{name}", f"mount --bind {self.tmp} /tmp",
+        setup = [f"hostname lab-{name}", f"mount --bind {VENV_SITE} {rig / 'venv-site'}",
+                 f"mount --bind {self.tmp} /tmp",
                  f"mount --bind {self.root / 'passwd'} /etc/passwd",
                  f"mount --bind {rig / 'lab-site'} {base_site()}", "mkdir -p /run/sshd",
                  f"exec {SSHD} -D -e -f {self.root / 'sshd_config'}"]
@@ -195,10 +199,13 @@ class Client:
                  hidden: Sequence[Path] = ()) -> None:
         self.root = rig / "client"
         self.home, self.tmp = _private_root(self.root)
-        self.setup = ["hostname lab-client", f"mount --bind {self.tmp} /tmp",
-                      f"mount --bind {self.root / 'passwd'} /etc/passwd",
+        # the binds and the hidden folders first: their paths may lie under /tmp, which the
+        # private /tmp then covers (a checkout and its venv under /tmp, as a CI clone may be)
+        self.setup = ["hostname lab-client",
                       *(f"mount --bind {source} {target}" for source, target in binds),
-                      *(f"mount -t tmpfs -o size=1m,mode=0555 hidden {path}" for path in hidden)]
+                      *(f"mount -t tmpfs -o size=1m,mode=0555 hidden {path}" for path in hidden),
+                      f"mount --bind {self.tmp} /tmp",
+                      f"mount --bind {self.root / 'passwd'} /etc/passwd"]
 
     def command(self, argv: Sequence[str | Path]) -> list[str]:
         """argv as the client runs it: unshare and bash exec it, so it keeps the PID that
