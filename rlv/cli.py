@@ -193,9 +193,15 @@ def launch(
     data_dir: Annotated[str | None, typer.Option(
         help=f"{DATA_DIR_HELP} Not with --cluster or a Job address: set data.data_dir there.")] = None,
     sweep_json: Annotated[str | None, typer.Option(hidden=True)] = None,  # how a Ray Job gets it
+    dry_run: Annotated[bool, typer.Option(
+        help="With --cluster or a Job address: print the ray up, tunnel and Ray Job it would "
+             "run, and run nothing.")] = False,
 ) -> None:
     """Run a sweep's grid x seeds as Ray Tune trials into the Parquet store (rerun to resume)."""
     remote = cluster is not None or (address or "").startswith(("http://", "https://"))
+    if dry_run and not remote:
+        raise typer.BadParameter("only with --cluster FILE or --address http://HEAD:8265 (it "
+                                 "prints what a cluster launch would run)", param_hint="--dry-run")
     name = sweep or ("thesis-mnist" if remote else "quick")
     if sweep_json is not None:
         from rlv.sweep.spec import parse_sweep
@@ -212,7 +218,7 @@ def launch(
                            "the cluster's nodes)")
 
         code = submit_sweep(spec, sweep_arg=name, cluster=cluster, address=address, store=store,
-                            echo=echo)
+                            echo=echo, dry_run=dry_run)
         raise typer.Exit(code)
     from rlv.service.launch import LaunchOptions, run_sweep
 

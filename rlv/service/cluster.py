@@ -1,12 +1,17 @@
-"""The cluster path of `rlv launch`: bring a cloud cluster up and run the sweep on it as a Ray Job.
+"""The cluster path of `rlv launch`: bring a cluster up and run the sweep on it as a Ray Job.
 
-    rlv launch [SWEEP] --cluster cluster.yaml   ray up, forward the dashboard over SSH, submit
+    rlv launch [SWEEP] --cluster FILE           stage rlv's wheel, ray up, tunnel to the
+                                                dashboard over SSH, submit
     rlv launch [SWEEP] --address http://H:8265  submit to a running cluster's Jobs API
+    ... --dry-run                               print all of that instead of running it
 
-The job runs `python -m rlv.cli launch --sweep-json SPEC --address auto` on the head, i.e. the local path of
-launch.py against the cluster's own Ray, with this project folder as its working_dir. The job's
-logs stream here; Ctrl-C stops the streaming, not the job (`ray job stop ID` does). The job's
-submission id and its metadata's `job_name` name the sweep in the dashboard (dashboard.py).
+The nodes install the wheel of the rlv this machine imports (wheel.py; the files' setup_commands),
+and the job carries that same rlv package as its py_modules, so the sweep runs this machine's
+rlv whatever the nodes had before and whether or not a project folder exists here. The job runs
+`python -m rlv.cli launch --sweep-json SPEC --address auto` on the head, i.e. the local path of
+launch.py against the cluster's own Ray. The job's logs stream here; Ctrl-C stops the
+streaming, not the job (`ray job stop ID` does). The job's submission id and its metadata's
+`job_name` name the sweep in the dashboard (dashboard.py).
 """
 
 from __future__ import annotations
@@ -15,13 +20,9 @@ import asyncio
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,18 +30,17 @@ from typing import Any
 import yaml
 
 from rlv.errors import RlvError
+from rlv.service.tunnel import (
+    close_tunnel,
+    dashboard_ports,
+    open_tunnel,
+    ray_cli,
+    tunnel_command,
+    wait_for_dashboard,
+)
+from rlv.service.wheel import STAGE, package_dir, stage_wheel, wheel_name
 from rlv.store.files import first_line
 from rlv.sweep.spec import SweepSpec
-
-DASHBOARD_PORT = 8265
-# what the job's working_dir upload leaves out (Ray caps a working_dir at a few hundred MB)
-UPLOAD_EXCLUDES = [".venv", ".git", "results", "runs", "**/__pycache__", "*.npy", "*.pt",
-                   ".mypy_cache", ".ruff_cache", ".pytest_cache"]
-
-
-def project_root() -> Path:
-    """The folder holding rlv/ and sweeps/: what the job's working_dir uploads."""
-    return Path(__file__).resolve().parents[2]  # rlv/service/cluster.py -> the project
 
 
 def validate_cluster_config(path: Path) -> dict[str, Any]:
@@ -59,13 +59,18 @@ def validate_cluster_config(path: Path) -> dict[str, Any]:
 
 def cluster_config_problem(config: Any) -> str:
     """What is wrong with a cluster-launcher config ("" if nothing): the JSON schema that ships in
-    Ray's package (a data file, not a private API) and the cross-key rules `ray up` adds to it."""
+    Ray's package (a data file, not a private API) and the cross-key rules `ray up` adds to it.
+    Ray itself is not imported: it reads the token mode once, when first imported (see
+    use_token_auth)."""
+    import importlib.util
+
     import jsonschema
-    import ray.autoscaler
 
     if not isinstance(config, dict):
         return "a cluster config is a YAML mapping"
-    schema_path = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
+    ray_spec = importlib.util.find_spec("ray")
+    assert ray_spec is not None and ray_spec.origin, "rlv's dependencies include Ray"
+    schema_path = Path(ray_spec.origin).parent / "autoscaler" / "ray-schema.json"
     try:
         jsonschema.validate(config, json.loads(schema_path.read_text()))
     except jsonschema.ValidationError as exc:
@@ -83,72 +88,39 @@ def cluster_config_problem(config: Any) -> str:
 
 
 def use_token_auth() -> None:
-    """Talk to token-authenticated clusters (Ray 2.60's default) with this machine's token."""
+    """Talk to token-authenticated clusters (Ray 2.60's default) with this machine's token.
+    Before Ray is first imported in this process: it reads the mode then, once."""
     token = Path.home() / ".ray" / "auth_token"
     if "RAY_AUTH_MODE" not in os.environ and (token.exists() or os.environ.get("RAY_AUTH_TOKEN")):
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def ray_cli(*args: str) -> list[str]:
-    """A `ray` command line for this Python's Ray, whether or not its venv is on PATH."""
-    beside = Path(sys.executable).parent / "ray"
-    return [str(beside) if beside.exists() else (shutil.which("ray") or "ray"), *args]
-
-
 def ensure_token() -> None:
-    """Create ~/.ray/auth_token if missing: cluster.yaml mounts it on every node."""
+    """Create ~/.ray/auth_token if missing (in a `ray` process of its own, so that this one has
+    not imported Ray yet): the clusters' files mount it on every node."""
     if not (Path.home() / ".ray" / "auth_token").exists():
         done = subprocess.run(ray_cli("get-auth-token", "--generate"), capture_output=True,
                               text=True)
         if done.returncode != 0:
-            raise RlvError(f"cannot create a Ray token (ray get-auth-token --generate): "
-                           f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-
-
-def wait_for_dashboard(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=5):
-                return
-        except urllib.error.HTTPError:  # it answers (401 without a token): it is up
-            return
-        except (urllib.error.URLError, OSError) as exc:
-            if time.monotonic() > deadline:
-                raise RlvError(f"the Ray dashboard at {url} does not answer ({exc}); is the "
-                               "cluster up and the address right?") from None
-            time.sleep(2)
+            said = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+            raise RlvError(f"cannot create a Ray token (ray get-auth-token --generate): {said[-1]}")
 
 
 def bring_up(cluster: Path, echo: Callable[[str], None]) -> None:
-    """`ray up` the cluster of a cluster-launcher config (idempotent: a running one is updated)."""
+    """Stage this rlv's wheel, then `ray up` the cluster of a cluster-launcher config. A running
+    cluster is updated without restarting Ray (a sweep it runs goes on): the nodes reinstall rlv
+    only if the wheel changed."""
     validate_cluster_config(cluster)
-    ensure_token()
+    wheel = stage_wheel()
     from ray.autoscaler.sdk import create_or_update_cluster
 
-    echo(f"bringing up the cluster of {cluster} (ray up; minutes on a cold start)")
+    echo(f"bringing up the cluster of {cluster} with {wheel.name} (ray up; minutes on a cold "
+         "start)")
     try:
-        create_or_update_cluster(str(cluster), no_restart=False, restart_only=False,
+        create_or_update_cluster(str(cluster), no_restart=True, restart_only=False,
                                  no_config_cache=False)
     except Exception as exc:
         raise RlvError(f"ray up {cluster} failed: {first_line(exc)}") from None
-
-
-def forward_dashboard(cluster: Path, echo: Callable[[str], None]) -> subprocess.Popen[bytes]:
-    """An SSH tunnel to the head's dashboard (`ray dashboard`); the caller terminates it."""
-    local, remote = dashboard_ports(cluster)
-    forwarder = subprocess.Popen(ray_cli("dashboard", str(cluster), "--port", str(local),
-                                         "--remote-port", str(remote)),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True)  # its ssh child goes with it
-    try:
-        wait_for_dashboard(f"http://127.0.0.1:{local}", timeout_s=120)
-    except RlvError:
-        stop_forwarder(forwarder)
-        raise
-    echo(f"Ray dashboard: http://127.0.0.1:{local} (an SSH tunnel; later: "
-         f"`ray dashboard {cluster}`)")
-    return forwarder
 
 
 def on_cloud(cluster: Path | None) -> bool:
@@ -162,32 +134,6 @@ def on_cloud(cluster: Path | None) -> bool:
         return True  # validate_cluster_config names the problem
     provider = config.get("provider") if isinstance(config, dict) else None
     return not (isinstance(provider, dict) and provider.get("type") == "local")
-
-
-def dashboard_ports(cluster: Path) -> tuple[int, int]:
-    """(here, on the head): the tunnel's local port ($RLV_DASHBOARD_PORT, default 8265) and the
-    head's dashboard port (its --dashboard-port in head_start_ray_commands, default 8265)."""
-    local = int(os.environ.get("RLV_DASHBOARD_PORT") or DASHBOARD_PORT)
-    remote = DASHBOARD_PORT
-    try:
-        config = yaml.safe_load(cluster.read_text()) or {}
-        commands = " ".join(config.get("head_start_ray_commands") or [])
-    except (OSError, yaml.YAMLError, AttributeError):
-        commands = ""
-    for word in commands.split():
-        if word.startswith("--dashboard-port="):
-            remote = int(word.split("=", 1)[1])
-    return local, remote
-
-
-def stop_forwarder(forwarder: subprocess.Popen[bytes]) -> None:
-    """End `ray dashboard` and the ssh tunnel it runs (its process group: terminate() alone
-    leaves the ssh child holding the port)."""
-    try:
-        os.killpg(forwarder.pid, signal.SIGTERM)
-        forwarder.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        forwarder.kill()
 
 
 def check_cluster_store(store: str, on_cloud: bool) -> None:
@@ -239,29 +185,79 @@ async def _stream(client: Any, job_id: str, echo: Callable[[str], None]) -> bool
         loop.remove_signal_handler(signal.SIGINT)
 
 
+def runtime_env() -> dict[str, Any]:
+    """The job's runtime environment: this machine's rlv package, first on every job process's
+    path (the entrypoint's and the trials'), whatever rlv the nodes have installed."""
+    return {"py_modules": [str(package_dir())], "excludes": ["**/__pycache__"]}
+
+
 def submit_sweep(spec: SweepSpec, *, sweep_arg: str, cluster: Path | None, address: str | None,
-                 store: str | None, echo: Callable[[str], None]) -> int:
-    """Run the sweep as a Ray Job on a cluster; the job's exit status (0 when every trial ran)."""
+                 store: str | None, echo: Callable[[str], None], dry_run: bool = False) -> int:
+    """Run the sweep as a Ray Job on a cluster; the job's exit status (0 when every trial ran).
+    With `dry_run`, print what would be run instead (0)."""
+    config = None
     if cluster is not None:
         # the file first: whether the store must be shared depends on what the file says, and a
         # missing or broken file is the problem to name, not the store it cannot judge
-        validate_cluster_config(cluster)
+        config = validate_cluster_config(cluster)
     check_cluster_store(store or spec.store, on_cloud=on_cloud(cluster))
+    if dry_run:
+        for line in plan_lines(spec, cluster, config, address, store):
+            echo(line)
+        return 0
+    if cluster is not None:
+        ensure_token()  # the cluster's nodes get it (file_mounts)
     use_token_auth()
-    forwarder = None
+    tunnel = None
     try:
-        if cluster is not None:
+        if cluster is not None and config is not None:
             bring_up(cluster, echo)
-            use_token_auth()  # ray up made the token if there was none
-            forwarder = forward_dashboard(cluster, echo)
-            url = f"http://127.0.0.1:{dashboard_ports(cluster)[0]}"
+            tunnel = open_tunnel(cluster, config, echo)
+            url = f"http://127.0.0.1:{dashboard_ports(config)[0]}"
         else:
             url = (address or "").rstrip("/")
             wait_for_dashboard(url, timeout_s=10)
         return _run_job(spec, url, store, sweep_arg, echo)
     finally:
-        if forwarder is not None:
-            stop_forwarder(forwarder)
+        if tunnel is not None:
+            close_tunnel(tunnel)
+
+
+def plan_lines(spec: SweepSpec, cluster: Path | None, config: dict[str, Any] | None,
+               address: str | None, store: str | None) -> list[str]:
+    """What `rlv launch --dry-run` prints: the ray up it would run (the file's mounts and
+    commands, with the wheel it would stage), the tunnel, and the Ray Job."""
+    from rlv.service.dashboard import job_metadata, submission_id
+
+    lines = ["dry run: nothing is staged, started or submitted"]
+    if cluster is not None and config is not None:
+        provider = config.get("provider") or {}
+        where = (f"head {provider.get('head_ip')}, workers "
+                 f"{', '.join(map(str, provider.get('worker_ips') or [])) or 'none'}"
+                 if provider.get("type") == "local" else f"provider {provider.get('type')}")
+        lines += [f"ray up {cluster} (cluster {config.get('cluster_name')}: {where}; a running "
+                  "cluster is updated, not restarted)",
+                  f"  stage: {STAGE}/{wheel_name()} (the rlv at {package_dir()}) and "
+                  f"{STAGE}/requirements.txt"]
+        lines += [f"  file_mounts: {remote} <- {local}"
+                  for remote, local in (config.get("file_mounts") or {}).items()]
+        for key in ("initialization_commands", "setup_commands", "head_setup_commands",
+                    "worker_setup_commands", "head_start_ray_commands",
+                    "worker_start_ray_commands"):
+            if config.get(key):
+                lines.append(f"  {key}:")
+                lines += [f"    {command}" for command in config[key]]
+        tunnel = " ".join(shlex.quote(word) for word in tunnel_command(cluster, config))
+        url = f"http://127.0.0.1:{dashboard_ports(config)[0]}"
+        lines.append(f"tunnel to the dashboard: {tunnel}")
+    else:
+        url = (address or "").rstrip("/")
+    lines += [f"Ray Job on {url}:",
+              f"  entrypoint: {entrypoint(spec, store)}",
+              f"  runtime_env: {json.dumps(runtime_env())}",
+              f"  metadata: {json.dumps(job_metadata(spec.name, store or spec.store))}",
+              f"  submission_id: {submission_id(spec.name)} (a new one each launch)"]
+    return lines
 
 
 def submit_when_ready(client: Any, timeout_s: float = 120, **job: Any) -> str:
@@ -288,7 +284,7 @@ def _run_job(spec: SweepSpec, url: str, store: str | None, sweep_arg: str,
         job_id = submit_when_ready(
             client,
             entrypoint=entrypoint(spec, store),
-            runtime_env={"working_dir": str(project_root()), "excludes": UPLOAD_EXCLUDES},
+            runtime_env=runtime_env(),
             # the dashboard's Job name column, and the sweep's `rlv board` line
             metadata=job_metadata(spec.name, store or spec.store),
             submission_id=submission_id(spec.name),
