@@ -101,7 +101,7 @@ def test_a_setting_both_fixed_and_a_factor_is_refused() -> None:
 
 def test_the_shipped_sweeps_keep_their_trial_ids_and_defaults() -> None:
     """Today's files: ids as before (encoder-layer-prior[-objective]-sSEED), every new setting
-    at its default (today's behaviour) but thesis-mnist's conv flows' width (its `where:`)."""
+    at its default (today's behaviour) but the thesis grids' conv flows' width (their `where:`)."""
     for name, objectives in (("quick", ["elbo"]), ("thesis-mnist", ["thesis"]),
                              ("objective-mnist", ["elbo", "thesis"])):
         spec = load_sweep(name)
@@ -112,7 +112,8 @@ def test_the_shipped_sweeps_keep_their_trial_ids_and_defaults() -> None:
         trials = spec.trials()
         assert sorted(c.name for c in trials) == sorted(expected)
         for c in trials:
-            conv_flow = name == "thesis-mnist" and c.model.layer == "conv" and c.model.prior != "normal"
+            conv_flow = (name != "quick" and c.model.layer == "conv"
+                         and c.model.prior != "normal")
             defaults = ModelConfig(encoder=c.model.encoder, layer=c.model.layer,
                                    prior=c.model.prior, latent_dim=c.model.latent_dim,
                                    flow_hidden=128 if conv_flow else ModelConfig.flow_hidden)

@@ -4,8 +4,10 @@
 the per-cell mean and std over 5 seeds of the test negative ELBO, RT, RE, the FID and the seconds
 per epoch (24 cells x 5 metrics). `data/thesis_svhn.csv` holds table 5.10 (SVHN, conv x flow6,
 4 encoders x the same 5 metrics). Both were transcribed from the thesis text and checked twice;
-their header comments say so. Table 5.6 (trainable weights) is left out: its counts cannot be
-derived from the architecture of appendix B (the fc decoder alone has 1,741,696 parameters).
+their header comments say so. Table 5.6 (trainable weights) is left out: its entries are no
+parameter counts but the sum, over the trainable tensors, of each tensor's shape's dimensions
+(rlv's models give every entry so: tests/test_models.py), while rlv stores the true count (the fc
+decoder alone has 1,741,696 parameters), so the two are not compared here.
 
 `THESIS_ORDERINGS` holds the orderings the thesis states in its text (chapter 5), for encoder,
 prior and layer. Where the thesis states only groups ("NL and RKS overfit more than L and PNL")
