@@ -190,6 +190,7 @@ def test_ctrl_c_stops_a_launch_with_exit_130_naming_what_the_same_command_resume
     assert "(2 resume from checkpoints, 0 in the store already)" in again.stdout
     for name in names:
         assert gates.attempts(name) == [[1, 2], [3, 4]]
+        assert f"] {name} resumed after epoch 2 (its last checkpoint)" in again.stdout
     assert_exactly_once(store, names, 4)
 
 

@@ -21,6 +21,10 @@ class TerminalSink:
         state = view.trials.get(event.trial)
         if event.kind == START:
             self.echo(f"{lead} started")
+        elif event.kind == RESULT and not event.epoch_row and event.committed and event.row is None:
+            # a resumed attempt's first report: the epochs its checkpoint holds
+            self.echo(f"{lead} resumed after epoch {event.committed[-1].get(col.EPOCH)} (its "
+                      "last checkpoint)")
         elif event.kind == RESULT and event.epoch_row and event.row is None:
             now = time.monotonic()
             if now - self._last.get(event.trial, 0.0) >= self.every_s:
