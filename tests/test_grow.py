@@ -149,6 +149,23 @@ def test_a_changed_setting_is_refused_before_anything_runs(tmp_path: Path, ray_c
     assert out.exit_code == 2 and out.stderr.count("\n") == 1 and "train.epochs = 2" in out.stderr
 
 
+def launch_held(path: Path, store: Path, gates: Gates, names: list[str], epoch: int,
+                address: str) -> tuple[list[str], subprocess.Popen[str]]:
+    """`rlv launch` of the sweep file as its own process group, waited on until each of `names`
+    is held after `epoch` and its checkpoint of that epoch is committed; (command, driver)."""
+    for name in names:
+        gates.hold(name, epoch)
+    command = ["rlv", "launch", str(path), "--address", address]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True, env={**os.environ, **gates.env})
+    wait_for(lambda: set(gates.held()) == set(names) or driver.poll() is not None, 240,
+             f"the trials held at epoch {epoch}")
+    assert driver.poll() is None, driver.communicate()[0]
+    wait_for(lambda: all(checkpoint_epoch(store, "grow", n) == epoch for n in names), 60,
+             f"the driver to commit the checkpoints of epoch {epoch}")
+    return command, driver
+
+
 def test_ctrl_c_stops_a_launch_with_exit_130_naming_what_the_same_command_resumes(
         tmp_path: Path, ray_cluster) -> None:  # type: ignore[no-untyped-def]
     """Ctrl-C in the terminal (SIGINT to the launch's process group): Tune stops the trials, the
@@ -159,16 +176,7 @@ def test_ctrl_c_stops_a_launch_with_exit_130_naming_what_the_same_command_resume
     path = write_sweep(tmp_path / "grow.yaml", store, ["L", "NL"], seeds=1, epochs=4)
     names = ["L-fc-normal-s0", "NL-fc-normal-s0"]
     gates = Gates(tmp_path / "gates")
-    for name in names:
-        gates.hold(name, 2)
-    command = ["rlv", "launch", str(path), "--address", ray_cluster.address]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True, env={**os.environ, **gates.env})
-    wait_for(lambda: set(gates.held()) == set(names) or driver.poll() is not None, 240,
-             "both trials held at epoch 2")
-    assert driver.poll() is None, driver.communicate()[0]
-    wait_for(lambda: all(checkpoint_epoch(store, "grow", n) == 2 for n in names), 60,
-             "the driver to commit both checkpoints of epoch 2")
+    command, driver = launch_held(path, store, gates, names, 2, ray_cluster.address)
     os.killpg(driver.pid, signal.SIGINT)
     out, _ = driver.communicate(timeout=180)
     assert driver.returncode == 130, out
@@ -203,16 +211,7 @@ def test_a_driver_killed_during_a_grown_run_resumes_from_the_store_checkpoints(
     # the new trials are held once epoch 3 is checkpointed: the kill finds both mid-run
     gates = Gates(tmp_path / "gates")
     new = ["L-fc-normal-s1", "L-fc-normal-s2"]
-    for name in new:
-        gates.hold(name, 3)
-    command = ["rlv", "launch", str(path), "--address", ray_cluster.address]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True, env={**os.environ, **gates.env})
-    wait_for(lambda: set(gates.held()) == set(new) or driver.poll() is not None, 240,
-             "both new trials held at epoch 3")
-    assert driver.poll() is None, driver.communicate()[0]
-    wait_for(lambda: all(checkpoint_epoch(store, "grow", n) == 3 for n in new), 60,
-             "the driver to commit both checkpoints of epoch 3")
+    command, driver = launch_held(path, store, gates, new, 3, ray_cluster.address)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.communicate(timeout=60)
     # the trials it ran are the session cluster's: they are ours to stop, by their pids
